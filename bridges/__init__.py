@@ -1,0 +1,1 @@
+"""PyTorch side of jaxfactor: activation streams, latent adapters, rendering, FID features."""

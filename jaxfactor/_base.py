@@ -1,0 +1,48 @@
+"""Shared estimator plumbing: scikit-learn's contract plus array intake."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import validate_data
+
+from . import _validation as V
+
+
+class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base class of jaxfactor's estimators (not public).
+
+    Provides ``_intake`` (validation + hand-over to JAX, recording
+    ``n_features_in_`` and feature names on ``reset``) and the scikit-learn
+    tags that describe the estimators: float32 output unless JAX's x64 mode
+    is on, no NaN allowed.
+    """
+
+    def _intake(self, x, *, reset: bool, min_samples: int = 1, name: str = "X"):
+        kind = V.array_kind(x)
+        arr = V.check_matrix(x, name, min_samples=min_samples)
+        if kind == "numpy" and hasattr(x, "columns"):
+            validate_data(self, x, reset=reset, skip_check_array=True)
+        elif reset:
+            self.n_features_in_ = int(arr.shape[1])
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        if not reset:
+            V.check_n_features(self, arr, name)
+        return arr, kind
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = (
+            ["float64", "float32"] if jax.config.jax_enable_x64 else ["float32"])
+        return tags
+
+    @property
+    def _n_features_out(self):
+        return int(self.components_.shape[0])
+
+
+def as_numpy(x) -> np.ndarray:
+    """A fitted attribute as a numpy array (attributes are numpy, as in scikit-learn)."""
+    return np.asarray(x)

@@ -1,0 +1,219 @@
+"""Validation and array intake at the estimator edge.
+
+Estimators call these once, before any kernel runs; kernels assume what is
+checked here. Inputs may be numpy arrays (or anything ``np.asarray`` takes),
+``jax.Array`` or ``torch.Tensor`` (handed over through DLPack without a copy
+when the device allows). Results go back in the kind they came in.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:  # scikit-learn's classes, so that users catching them catch ours
+    from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
+    from sklearn.exceptions import NotFittedError as _SkNotFittedError
+except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    _SkConvergenceWarning = UserWarning
+
+    class _SkNotFittedError(ValueError, AttributeError):
+        pass
+
+__all__ = [
+    "ConvergenceWarning",
+    "NotFittedError",
+    "working_dtype",
+    "array_kind",
+    "to_jax",
+    "check_matrix",
+    "check_finite",
+    "check_n_components",
+    "check_is_fitted",
+    "restore_kind",
+    "check_random_state_key",
+]
+
+
+class ConvergenceWarning(_SkConvergenceWarning):
+    """An iteration stopped at ``max_iter`` before meeting its tolerance."""
+
+
+class NotFittedError(_SkNotFittedError):
+    """An estimator was used before ``fit``."""
+
+
+def working_dtype(dtype) -> np.dtype:
+    """The dtype kernels run in: float64 when given float64 and x64 is on,
+    float32 otherwise (float16/bfloat16 inputs are promoted to float32)."""
+    if np.dtype(dtype) == np.float64 and jax.config.jax_enable_x64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def array_kind(x) -> str:
+    """``'jax'``, ``'torch'`` or ``'numpy'`` (anything else)."""
+    if isinstance(x, jax.Array):
+        return "jax"
+    if type(x).__module__.startswith("torch") and hasattr(x, "__dlpack__"):
+        return "torch"
+    return "numpy"
+
+
+def _check_dtype_kind(dtype, name: str) -> None:
+    kind = np.dtype(dtype).kind if not str(dtype).startswith("bfloat16") else "f"
+    if kind == "c":
+        raise TypeError(f"{name} has complex dtype {dtype}; complex data are not supported")
+    if kind in "iub":
+        raise TypeError(f"{name} has {'boolean' if kind == 'b' else 'integer'} dtype {dtype}; "
+                        f"convert it to floating point first (e.g. {name}.astype(np.float32))")
+    if kind != "f":
+        raise TypeError(f"{name} has dtype {dtype}; a real floating-point array is needed")
+
+
+def to_jax(x, name: str = "X") -> jax.Array:
+    """Hand ``x`` to JAX: torch tensors through DLPack (zero-copy on the same
+    device), JAX arrays as they are, everything else through ``np.asarray``.
+
+    Raises:
+      TypeError: for non-floating dtypes.
+    """
+    kind = array_kind(x)
+    if kind == "torch":
+        import torch  # only reached when a torch tensor was given
+
+        if x.requires_grad:
+            x = x.detach()
+        _check_dtype_kind(str(x.dtype).replace("torch.", ""), name)
+        if x.dtype == torch.bfloat16 or x.dtype == torch.float16:
+            x = x.float()
+        return jax.dlpack.from_dlpack(x.contiguous())
+    if kind == "jax":
+        _check_dtype_kind(x.dtype, name)
+        return x
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} holds non-numeric objects: {err}") from err
+    _check_dtype_kind(arr.dtype, name)
+    return jnp.asarray(arr)
+
+
+def check_finite(x: jax.Array, name: str = "X") -> None:
+    """Raise ``ValueError`` with the counts when ``x`` holds NaN or inf."""
+    n_nan = int(jnp.sum(jnp.isnan(x)))
+    n_inf = int(jnp.sum(jnp.isinf(x)))
+    if n_nan or n_inf:
+        raise ValueError(f"{name} contains {n_nan} NaN and {n_inf} inf values "
+                         f"(of {x.size}); remove or impute them before fitting")
+
+
+def check_matrix(x, name: str = "X", *, min_samples: int = 1, min_features: int = 1) -> jax.Array:
+    """Validate a 2-D real floating matrix and return it as a ``jax.Array`` in
+    the working dtype.
+
+    Args:
+      x: ``(n_samples, n_features)`` numpy, JAX or torch array.
+      name: argument name for error messages.
+      min_samples, min_features: smallest accepted sizes.
+
+    Returns:
+      ``(n_samples, n_features)`` ``jax.Array``, float32 (float64 if given and
+      x64 is enabled).
+
+    Raises:
+      TypeError: integer, boolean, complex or non-numeric dtype.
+      ValueError: not 2-D, too few rows/columns, NaN or inf (with counts).
+    """
+    arr = to_jax(x, name)
+    if arr.ndim != 2:
+        hint = " (reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1))" if arr.ndim == 1 else ""
+        raise ValueError(f"Expected 2D array, got {arr.ndim}D array instead: {name} has shape {arr.shape}{hint}")
+    n, p = arr.shape
+    if n < min_samples:
+        raise ValueError(f"Found array with {n} sample(s) (shape={arr.shape}) while a minimum of "
+                         f"{min_samples} is required: {name} is too small")
+    if p < min_features:
+        raise ValueError(f"Found array with {p} feature(s) (shape={arr.shape}) while a minimum of "
+                         f"{min_features} is required: {name} is too small")
+    arr = arr.astype(working_dtype(arr.dtype))
+    check_finite(arr, name)
+    return arr
+
+
+def check_n_components(n_components, n_samples: int, n_features: int, *,
+                       name: str = "n_components", limit: int | None = None) -> int:
+    """Resolve and check an integer component count.
+
+    ``None`` means ``limit`` (default ``min(n_samples, n_features)``).
+
+    Raises:
+      TypeError: not an integer.
+      ValueError: outside ``[1, limit]``, naming the data shape.
+    """
+    limit = min(n_samples, n_features) if limit is None else limit
+    if n_components is None:
+        return limit
+    if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
+        raise TypeError(f"{name} must be an int or None, got {n_components!r}")
+    if not 1 <= n_components <= limit:
+        raise ValueError(f"{name}={n_components} must be between 1 and min(n_samples, n_features)="
+                         f"{limit} for data of shape ({n_samples}, {n_features})")
+    return int(n_components)
+
+
+def check_is_fitted(estimator, attribute: str = "components_") -> None:
+    """Raise :class:`NotFittedError` unless ``estimator`` has been fitted."""
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet. "
+                             f"Call 'fit' with appropriate arguments before using this estimator.")
+
+
+def check_n_features(estimator, x: jax.Array, name: str = "X") -> None:
+    """Raise ``ValueError`` when ``x``'s width differs from the fitted one."""
+    expected = estimator.n_features_in_
+    if x.shape[1] != expected:
+        raise ValueError(f"{name} has {x.shape[1]} features, but {type(estimator).__name__} "
+                         f"is expecting {expected} features as input.")
+
+
+def restore_kind(result: jax.Array, kind: str):
+    """Return ``result`` as the kind of array the caller passed in."""
+    if kind == "jax":
+        return result
+    if kind == "torch":
+        import torch
+
+        return torch.from_dlpack(result)
+    return np.asarray(result)
+
+
+def check_random_state_key(random_state) -> jax.Array:
+    """A ``jax.random`` key from ``None``, an int, a numpy ``RandomState`` /
+    ``Generator`` or a JAX key. ``None`` gives key 0, so that unseeded fits are
+    still reproducible (documented on each estimator)."""
+    if random_state is None:
+        return jax.random.key(0)
+    if isinstance(random_state, jax.Array):
+        if jnp.issubdtype(random_state.dtype, jax.dtypes.prng_key):
+            return random_state
+        return jax.random.wrap_key_data(random_state)
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return jax.random.key(int(random_state) % (2**32))
+    if isinstance(random_state, np.random.RandomState):
+        return jax.random.key(int(random_state.randint(0, 2**31 - 1)))
+    if isinstance(random_state, np.random.Generator):
+        return jax.random.key(int(random_state.integers(0, 2**31 - 1)))
+    raise ValueError(f"random_state must be None, an int, a numpy RandomState/Generator or a "
+                     f"jax.random key, got {random_state!r}")
+
+
+def warn_not_converged(name: str, n_iter: int, change: float, tol: float) -> None:
+    """Emit a :class:`ConvergenceWarning` with the iteration count and change."""
+    warnings.warn(f"{name} did not converge after {n_iter} iterations: last change {change:.3g} "
+                  f"> tol={tol:.3g}. Increase max_iter or tol.", ConvergenceWarning, stacklevel=3)

@@ -1,0 +1,291 @@
+"""Blockwise accumulators: ``init / update / merge / finalize`` over row blocks.
+
+An :class:`Accumulator` is a NamedTuple of four pure functions, in the manner of
+optax's ``GradientTransformation``. Its state is a pytree of arrays, so the same
+quartet serves three needs:
+
+* streaming -- fold row blocks in one after another with ``update``;
+* sharding -- each device folds its rows, then states are combined by
+  ``merge`` (a sum for most states, Chan's rule for moments);
+* resuming -- the state is what a checkpoint saves.
+
+``update`` functions are jitted by the caller (see :func:`fold`); they never
+touch Python-side state.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Accumulator",
+    "MomentsState",
+    "Moments",
+    "moments",
+    "centred_matmul",
+    "centred_rmatmul",
+    "NormalProductState",
+    "normal_product",
+    "TSQRState",
+    "tsqr",
+    "fold",
+]
+
+
+class Accumulator(NamedTuple):
+    """Four pure functions describing a blockwise reduction.
+
+    Attributes:
+      init: ``() -> state``.
+      update: ``(state, block) -> state``; ``block`` is ``(b, p)``.
+      merge: ``(state_a, state_b) -> state``; associative and commutative.
+      finalize: ``state -> result``.
+    """
+
+    init: Callable[[], Any]
+    update: Callable[[Any, jax.Array], Any]
+    merge: Callable[[Any, Any], Any]
+    finalize: Callable[[Any], Any]
+
+
+# ---------------------------------------------------------------- moments
+
+
+class MomentsState(NamedTuple):
+    """Running first and second moments of rows seen so far.
+
+    Attributes:
+      count: ``()`` int32, rows folded in.
+      mean: ``(p,)`` running column means.
+      m2: ``(p,)`` sums of squared deviations from the running mean per column,
+        or ``(p, p)`` the centred Gram matrix ``sum (x - mean)(x - mean)^T``
+        when the covariance is tracked.
+    """
+
+    count: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+
+
+class Moments(NamedTuple):
+    """Finalised moments.
+
+    Attributes:
+      n_samples: ``()`` int32.
+      mean: ``(p,)``.
+      variance: ``(p,)`` per-column variance with ``ddof`` applied.
+      covariance: ``(p, p)`` covariance with ``ddof`` applied, or ``None``.
+    """
+
+    n_samples: jax.Array
+    mean: jax.Array
+    variance: jax.Array
+    covariance: jax.Array | None
+
+
+def _moments_init(n_features, covariance, dtype):
+    shape = (n_features, n_features) if covariance else (n_features,)
+    return MomentsState(jnp.zeros((), jnp.int32), jnp.zeros((n_features,), dtype),
+                        jnp.zeros(shape, dtype))
+
+
+def _moments_merge(a, b):
+    dtype = a.mean.dtype
+    na = a.count.astype(dtype)
+    nb = b.count.astype(dtype)
+    total = jnp.maximum(na + nb, 1)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (nb / total)
+    if a.m2.ndim == 2:
+        correction = jnp.outer(delta, delta) * (na * nb / total)
+    else:
+        correction = delta * delta * (na * nb / total)
+    return MomentsState(a.count + b.count, mean, a.m2 + b.m2 + correction)
+
+
+@jax.jit
+def _moments_update(state, block):
+    block = block.astype(state.mean.dtype)
+    mean = jnp.mean(block, axis=0)
+    centred = block - mean
+    if state.m2.ndim == 2:
+        m2 = centred.T @ centred
+    else:
+        m2 = jnp.sum(centred * centred, axis=0)
+    return _moments_merge(state, MomentsState(jnp.asarray(block.shape[0], jnp.int32), mean, m2))
+
+
+def _moments_finalize(state, ddof):
+    denom = jnp.maximum(state.count.astype(state.mean.dtype) - ddof, 1)
+    if state.m2.ndim == 2:
+        cov = state.m2 / denom
+        return Moments(state.count, state.mean, jnp.diag(cov), cov)
+    return Moments(state.count, state.mean, state.m2 / denom, None)
+
+
+def moments(n_features: int, *, covariance: bool = False, ddof: int = 1,
+            dtype=jnp.float32) -> Accumulator:
+    """Column means and (co)variances, accurate in float32 for millions of rows.
+
+    Each block is centred on its own mean before its second moment is formed,
+    and blocks are combined with Chan, Golub & LeVeque's pairwise rule::
+
+        delta = mean_b - mean_a
+        m2    = m2_a + m2_b + delta delta^T * n_a n_b / (n_a + n_b)
+
+    so no sum of raw squares (which cancels catastrophically when the mean is
+    large next to the spread) is ever formed.
+
+    Args:
+      n_features: ``p``, the width of the blocks.
+      covariance: track the full ``(p, p)`` centred Gram matrix, not only its
+        diagonal.
+      ddof: delta degrees of freedom of the finalised (co)variance.
+      dtype: accumulation dtype.
+
+    Returns:
+      An :class:`Accumulator` (``init()`` takes no argument) whose
+      ``finalize`` returns :class:`Moments`.
+    """
+    return Accumulator(partial(_moments_init, n_features, covariance, dtype),
+                       _moments_update, jax.jit(_moments_merge),
+                       partial(_moments_finalize, ddof=ddof))
+
+
+# ------------------------------------------------- products for range finders
+
+
+def centred_matmul(x: jax.Array, mean: jax.Array | None, z: jax.Array) -> jax.Array:
+    """``(X - 1 mean^T) Z`` without forming ``X - 1 mean^T``.
+
+    Args:
+      x: ``(n, p)``; mean: ``(p,)`` or ``None``; z: ``(p, b)``.
+
+    Returns:
+      ``(n, b)``.
+    """
+    y = x @ z
+    if mean is not None:
+        y = y - (mean @ z)[None, :]
+    return y
+
+
+def centred_rmatmul(x: jax.Array, mean: jax.Array | None, y: jax.Array) -> jax.Array:
+    """``(X - 1 mean^T)^T Y`` without forming ``X - 1 mean^T``.
+
+    Args:
+      x: ``(n, p)``; mean: ``(p,)`` or ``None``; y: ``(n, b)``.
+
+    Returns:
+      ``(p, b)``.
+    """
+    z = x.T @ y
+    if mean is not None:
+        z = z - jnp.outer(mean, jnp.sum(y, axis=0))
+    return z
+
+
+class NormalProductState(NamedTuple):
+    """State of :func:`normal_product`: the operands and the running sum."""
+
+    z: jax.Array
+    mean: jax.Array
+    product: jax.Array
+
+
+@jax.jit
+def _normal_product_update(state, block):
+    block = block.astype(state.z.dtype)
+    y = centred_matmul(block, state.mean, state.z)
+    return state._replace(product=state.product + centred_rmatmul(block, state.mean, y))
+
+
+def _normal_product_merge(a, b):
+    return a._replace(product=a.product + b.product)
+
+
+def _normal_product_init(z, mean=None):
+    mean = jnp.zeros((z.shape[0],), z.dtype) if mean is None else mean.astype(z.dtype)
+    return NormalProductState(z, mean, jnp.zeros_like(z))
+
+
+def normal_product() -> Accumulator:
+    """Accumulate ``(X - 1 mean^T)^T (X - 1 mean^T) Z`` over row blocks.
+
+    This is one application of the (centred) normal operator -- the step of a
+    power or block-Krylov iteration -- done in a single pass over the rows.
+    ``init(z, mean=None)`` takes the ``(p, b)`` block ``Z`` and the ``(p,)``
+    column means to fold into the products (``None``: no centring); the
+    operands travel in the state so that ``update`` is one cached jitted
+    function.
+
+    Returns:
+      An :class:`Accumulator`; ``finalize`` returns the ``(p, b)`` product.
+    """
+    return Accumulator(_normal_product_init, _normal_product_update,
+                       _normal_product_merge, lambda s: s.product)
+
+
+class TSQRState(NamedTuple):
+    """State of :func:`tsqr`: the basis, the means and the triangular factor."""
+
+    q: jax.Array
+    mean: jax.Array
+    r: jax.Array
+
+
+def _tsqr_stack(a, b):
+    return jnp.linalg.qr(jnp.concatenate([a, b], axis=0), mode="r")
+
+
+@jax.jit
+def _tsqr_update(state, block):
+    y = centred_matmul(block.astype(state.q.dtype), state.mean, state.q)
+    return state._replace(r=_tsqr_stack(state.r, y))
+
+
+@jax.jit
+def _tsqr_merge(a, b):
+    return a._replace(r=_tsqr_stack(a.r, b.r))
+
+
+def _tsqr_init(q, mean=None):
+    mean = jnp.zeros((q.shape[0],), q.dtype) if mean is None else mean.astype(q.dtype)
+    return TSQRState(q, mean, jnp.zeros((q.shape[1], q.shape[1]), q.dtype))
+
+
+def tsqr() -> Accumulator:
+    """Triangular factor ``R`` of ``(X - 1 mean^T) Q`` by tall-skinny QR.
+
+    ``init(q, mean=None)`` takes the ``(p, m)`` basis and ``(p,)`` means. Each
+    block's product ``Y_b = (X_b - 1 mean^T) Q`` is folded in by
+    ``R <- qr([R; Y_b]).R``, and two states merge by ``qr([R_a; R_b]).R``.
+    Since ``R^T R = Y^T Y`` without ever squaring the condition number, the
+    SVD of ``R`` gives the singular values and right singular vectors of
+    ``Y`` to full working accuracy.
+
+    Returns:
+      An :class:`Accumulator`; ``finalize`` returns the ``(m, m)`` factor
+      (determined up to the signs of its rows).
+    """
+    return Accumulator(_tsqr_init, _tsqr_update, _tsqr_merge, lambda s: s.r)
+
+
+def fold(acc: Accumulator, state: Any, blocks: Iterable[Any]) -> Any:
+    """Fold an iterable of row blocks into an accumulator state.
+
+    Args:
+      acc: the accumulator.
+      state: the starting state (from ``acc.init(...)``).
+      blocks: iterable of ``(b_i, p)`` arrays (numpy, JAX or anything
+        ``jnp.asarray`` takes).
+
+    Returns:
+      The state after all blocks (not finalised).
+    """
+    for block in blocks:
+        state = acc.update(state, jnp.asarray(block))
+    return state

@@ -1,0 +1,332 @@
+"""Principal component analysis: exact and randomized kernels, and ``PCA``.
+
+Kernels
+  * :func:`pca_full` -- exact PCA: the eigendecomposition of the covariance
+    accumulated blockwise (``n >= p``) or the thin SVD of the centred data
+    (``n < p``).
+  * :func:`jaxfactor.randomized.randomized_svd` /
+    :func:`~jaxfactor.randomized.randomized_svd_source` -- the randomized
+    solvers, in memory and over a row source.
+
+Estimator
+  :class:`PCA`, a drop-in for ``sklearn.decomposition.PCA``.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from ._base import Factorizer
+from ._linalg import svd_flip
+from ._policy import SOLVERS, choose_svd_solver
+from .accumulate import fold, moments
+from .randomized import randomized_svd, randomized_svd_source
+from .sources import ArraySource, RowSource, is_source
+
+__all__ = ["PCAResult", "pca_full", "PCA", "transform", "inverse_transform"]
+
+
+class PCAResult(NamedTuple):
+    """A principal component decomposition.
+
+    Attributes:
+      components: ``(k, p)`` principal axes (orthonormal rows), signs fixed.
+      explained_variance: ``(k,)`` variances along them (``ddof=1``), descending.
+      singular_values: ``(k,)`` singular values of the centred data.
+      mean: ``(p,)`` column means.
+      total_variance: ``()`` sum of the per-feature variances (``ddof=1``).
+      noise_variance: ``()`` mean variance of the discarded directions
+        (probabilistic PCA's ``sigma^2``; 0 when none is discarded).
+    """
+
+    components: jax.Array
+    explained_variance: jax.Array
+    singular_values: jax.Array
+    mean: jax.Array
+    total_variance: jax.Array
+    noise_variance: jax.Array
+
+
+@jax.jit
+def _eigh_descending(cov):
+    w, v = jnp.linalg.eigh(cov)
+    w = jnp.maximum(w[::-1], 0)
+    vt = v[:, ::-1].T
+    _, vt = svd_flip(None, vt)
+    return w, vt
+
+
+@jax.jit
+def _svd_centred(x):
+    mean = jnp.mean(x, axis=0)
+    _, s, vt = jnp.linalg.svd(x - mean, full_matrices=False)
+    _, vt = svd_flip(None, vt)
+    return mean, s, vt
+
+
+def _finish(vt, ev, n_samples, mean, total, k, rank):
+    """Truncate to ``k`` and derive singular and noise variances."""
+    denom = max(n_samples - 1, 1)
+    kept = ev[:k]
+    rest = max(rank - k, 0)
+    noise = jnp.maximum(total - jnp.sum(kept), 0) / rest if rest else jnp.zeros((), ev.dtype)
+    return PCAResult(vt[:k], kept, jnp.sqrt(kept * denom), mean, total, noise)
+
+
+def pca_full(source: RowSource, n_components: int | None = None, *, block_rows: int = 4096,
+             dtype=jnp.float32) -> PCAResult:
+    """Exact PCA of the rows of ``source``.
+
+    For ``n >= p`` the covariance is accumulated over row blocks with
+    blockwise centring and Chan's merge (accurate in float32 for millions of
+    rows; see :func:`jaxfactor.accumulate.moments`) and diagonalised by
+    ``eigh``: one pass, ``O(n p^2)`` flops, ``O(p^2)`` memory. For ``n < p``
+    the rows are read into memory and the centred ``(n, p)`` matrix is
+    decomposed by a thin SVD.
+
+    Args:
+      source: row source with ``n`` rows of width ``p``.
+      n_components: ``k`` (``None``: ``min(n, p)``).
+      block_rows: rows per block for the covariance pass.
+      dtype: working dtype.
+
+    Returns:
+      :class:`PCAResult` (all arrays on the default device).
+    """
+    n, p = source.n_samples, source.n_features
+    rank = min(n, p)
+    k = rank if n_components is None else n_components
+    if n >= p:
+        acc = moments(p, covariance=True, dtype=dtype)
+        blocks = (jnp.asarray(b, dtype=dtype) for b in source.blocks(block_rows))
+        mom = acc.finalize(fold(acc, acc.init(), blocks))
+        ev, vt = _eigh_descending(mom.covariance)
+        total = jnp.sum(mom.variance)
+        return _finish(vt, ev, n, mom.mean, total, k, rank)
+    x = jnp.asarray(source.read(0, n), dtype=dtype)
+    mean, s, vt = _svd_centred(x)
+    ev = s * s / max(n - 1, 1)
+    return _finish(vt, ev, n, mean, jnp.sum(ev), k, rank)
+
+
+
+@jax.jit
+def transform(x: jax.Array, components: jax.Array, mean: jax.Array,
+              scale: jax.Array | None = None) -> jax.Array:
+    """Scores ``(X - 1 mean^T) C^T``, divided by ``scale`` when given.
+
+    The mean is folded in (``X C^T - 1 (mean C^T)``), so ``X - mean`` is not
+    formed.
+
+    Args:
+      x: ``(n, p)``; components: ``(k, p)``; mean: ``(p,)``; scale: ``(k,)``.
+
+    Returns:
+      ``(n, k)`` scores.
+    """
+    y = x @ components.T - (mean @ components.T)[None, :]
+    return y if scale is None else y / scale
+
+
+@jax.jit
+def inverse_transform(y: jax.Array, components: jax.Array, mean: jax.Array,
+                      scale: jax.Array | None = None) -> jax.Array:
+    """``Y diag(scale) C + 1 mean^T``: data-space points from scores.
+
+    Args:
+      y: ``(n, k)``; components: ``(k, p)``; mean: ``(p,)``; scale: ``(k,)``.
+
+    Returns:
+      ``(n, p)``.
+    """
+    if scale is not None:
+        y = y * scale
+    return y @ components + mean
+
+
+class PCA(Factorizer):
+    """Principal component analysis with exact, randomized and streaming solvers.
+
+    A drop-in for ``sklearn.decomposition.PCA`` (same parameters where they
+    overlap, same fitted attributes) that also fits replayable row sources
+    (:mod:`jaxfactor.sources`, generator activation streams) without holding
+    the ``(n, p)`` matrix.
+
+    Args:
+      n_components: ``k``: an int in ``[1, min(n, p)]``, ``None`` for
+        ``min(n, p)``, or a float in ``(0, 1)`` for the smallest ``k`` whose
+        components explain that fraction of the variance (``'full'`` only).
+      solver: ``'auto'`` (see :mod:`jaxfactor._policy`), ``'full'`` (exact:
+        covariance ``eigh`` or thin SVD), ``'randomized'`` (in-memory
+        randomized SVD) or ``'streaming'`` (randomized SVD over row blocks;
+        any input).
+      whiten: scale transformed scores to unit variance.
+      method: range finder of the randomized solvers, ``'krylov'`` (block
+        Krylov, default) or ``'subspace'`` (scikit-learn's power iteration).
+      n_oversamples, n_iter, block_size: range-finder sizes (defaults in
+        :func:`jaxfactor.randomized.range_params`).
+      block_rows: rows per block when reading a source.
+      random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
+        a numpy generator or a ``jax.random`` key.
+
+    Attributes:
+      components_: ``(k, p)`` principal axes, largest-magnitude entry of each
+        positive.
+      explained_variance_: ``(k,)``; explained_variance_ratio_: ``(k,)`` --
+        exact for every solver (total variance from the same pass);
+      singular_values_: ``(k,)``; mean_: ``(p,)``; noise_variance_: float;
+      n_components_, n_samples_, n_features_in_: ints; solver_: the solver used.
+    """
+
+    def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",
+                 n_oversamples=None, n_iter=None, block_size=None, block_rows=4096,
+                 random_state=None):
+        self.n_components = n_components
+        self.solver = solver
+        self.whiten = whiten
+        self.method = method
+        self.n_oversamples = n_oversamples
+        self.n_iter = n_iter
+        self.block_size = block_size
+        self.block_rows = block_rows
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self, n, p):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.method not in ("krylov", "subspace"):
+            raise ValueError(f"method must be 'krylov' or 'subspace', got {self.method!r}")
+        if not isinstance(self.block_rows, numbers.Integral) or self.block_rows < 1:
+            raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
+        k = self.n_components
+        if isinstance(k, float) and not isinstance(k, bool):
+            if not 0 < k < 1:
+                raise ValueError(f"a float n_components must lie in (0, 1), got {k}")
+            if self.solver not in ("auto", "full"):
+                raise ValueError(f"n_components={k} (a variance fraction) needs solver='full', "
+                                 f"got solver={self.solver!r}")
+            return k
+        return V.check_n_components(k, n, p)
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Fit the model on ``X``.
+
+        Args:
+          X: ``(n_samples, n_features)`` float array (numpy, JAX, torch) or a
+            row source (:mod:`jaxfactor.sources`, a ``bridges`` activation
+            stream, or a path to ``.npy`` data).
+          y: ignored.
+
+        Returns:
+          ``self``.
+        """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit and return the ``(n_samples, k)`` scores of ``X`` (an array)."""
+        return self.fit(X).transform(X)
+
+    def _fit(self, X):
+        if is_source(X) and not hasattr(X, "__array__") and not hasattr(X, "__dlpack__"):
+            source, in_memory, kind = X, False, None
+            n, p = source.n_samples, source.n_features
+            if n < 2:
+                raise ValueError(f"Found array with {n} sample(s); PCA needs at least 2")
+            self.n_features_in_ = int(p)
+            dtype = V.working_dtype(getattr(source, "dtype", np.float32))
+        else:
+            arr, kind = self._intake(X, reset=True, min_samples=2)
+            source, in_memory = ArraySource(arr), True
+            n, p = arr.shape
+            dtype = arr.dtype
+        k = self._check_params(n, p)
+        solver = choose_svd_solver(self.solver, n, p, k, in_memory)
+        if solver == "randomized" and not in_memory:
+            raise ValueError("solver='randomized' needs an in-memory array; use solver='streaming' "
+                             "for row sources")
+        rank = min(n, p)
+        key = V.check_random_state_key(self.random_state)
+        if solver == "full":
+            res = pca_full(source, None, block_rows=self.block_rows, dtype=dtype)
+            if isinstance(k, float):
+                ratio = np.cumsum(np.asarray(res.explained_variance)) / float(res.total_variance)
+                k = int(min(np.searchsorted(ratio, k, side="right") + 1, rank))
+            res = _finish(res.components, res.explained_variance, n, res.mean,
+                          res.total_variance, k, rank)
+        else:
+            kw = dict(key=key, method=self.method, n_oversamples=self.n_oversamples,
+                      n_iter=self.n_iter, block_size=self.block_size)
+            if solver == "randomized":
+                svd = randomized_svd(arr, k, center=True, compute_u=False, **kw)
+                total = jnp.sum(jnp.var(arr, axis=0, ddof=1))
+            else:
+                svd, mom = randomized_svd_source(source, k, center=True, block_rows=self.block_rows,
+                                                 dtype=dtype, **kw)
+                total = jnp.sum(mom.variance)
+            ev = svd.s ** 2 / max(n - 1, 1)
+            res = _finish(svd.vt, ev, n, svd.mean, total, k, rank)
+        self._set_fitted(res, n, solver)
+        return res
+
+    def _set_fitted(self, res: PCAResult, n, solver):
+        self.components_ = np.asarray(res.components)
+        self.explained_variance_ = np.asarray(res.explained_variance)
+        total = float(res.total_variance)
+        self.explained_variance_ratio_ = (self.explained_variance_ / total if total > 0
+                                          else np.zeros_like(self.explained_variance_))
+        self.singular_values_ = np.asarray(res.singular_values)
+        self.mean_ = np.asarray(res.mean)
+        self.noise_variance_ = float(res.noise_variance)
+        self.n_components_ = int(self.components_.shape[0])
+        self.n_samples_ = int(n)
+        self.solver_ = solver
+
+    # ------------------------------------------------------------- transforms
+    def _scale(self):
+        if not self.whiten:
+            return None
+        return jnp.sqrt(jnp.maximum(jnp.asarray(self.explained_variance_), jnp.finfo(jnp.float32).tiny))
+
+    def transform(self, X):
+        """Scores of ``X``: ``(X - mean_) components_^T`` (divided by
+        ``sqrt(explained_variance_)`` when whitening).
+
+        Args:
+          X: ``(n, p)`` float array (numpy, JAX or torch).
+
+        Returns:
+          ``(n, k)`` scores, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        arr, kind = self._intake(X, reset=False)
+        c = jnp.asarray(self.components_, arr.dtype)
+        out = transform(arr, c, jnp.asarray(self.mean_, arr.dtype), self._scale())
+        return V.restore_kind(out, kind)
+
+    def inverse_transform(self, X):
+        """Data-space points from scores: ``X components_ + mean_`` (scores
+        multiplied back by ``sqrt(explained_variance_)`` when whitening).
+
+        Args:
+          X: ``(n, k)`` scores.
+
+        Returns:
+          ``(n, p)``, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        kind = V.array_kind(X)
+        arr = V.check_matrix(X, "X")
+        if arr.shape[1] != self.n_components_:
+            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
+                             f"was fitted with {self.n_components_}")
+        out = inverse_transform(arr, jnp.asarray(self.components_, arr.dtype),
+                                jnp.asarray(self.mean_, arr.dtype), self._scale())
+        return V.restore_kind(out, kind)
