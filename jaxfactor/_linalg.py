@@ -6,6 +6,9 @@ once, at the edge.
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -17,6 +20,11 @@ __all__ = [
     "svd_flip",
     "sign_flip_columns",
     "symmetric_inverse_sqrt",
+    "soft_threshold",
+    "l1_ball_threshold",
+    "project_l1_ball",
+    "VarimaxResult",
+    "varimax",
 ]
 
 
@@ -160,3 +168,141 @@ def symmetric_inverse_sqrt(a: jax.Array, eps: float | None = None) -> jax.Array:
     floor = (jnp.finfo(a.dtype).eps if eps is None else eps) * jnp.max(w)
     w = jnp.maximum(w, floor)
     return (v * jax.lax.rsqrt(w)[None, :]) @ v.T
+
+
+# ------------------------------------------------------------- sparsity
+
+
+def soft_threshold(x: jax.Array, theta) -> jax.Array:
+    """Entrywise soft-thresholding ``sign(x) max(|x| - theta, 0)``.
+
+    The proximal operator of ``theta ||.||_1`` (Donoho 1995).
+
+    Args:
+      x: float array of any shape.
+      theta: non-negative scalar (or an array broadcastable to ``x``).
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+    """
+    return jnp.sign(x) * jnp.maximum(jnp.abs(x) - theta, 0).astype(x.dtype)
+
+
+@jax.jit
+def l1_ball_threshold(x: jax.Array, radius) -> jax.Array:
+    """The threshold ``theta`` of the Euclidean projection onto the L1 ball.
+
+    Exact, by sorting (Duchi, Shalev-Shwartz, Singer & Chandra 2008): with
+    ``u`` the absolute values of all entries sorted in decreasing order and
+    ``c`` their cumulative sums, ``rho = max{j : u_j > (c_j - radius) / j}``
+    and ``theta = (c_rho - radius) / rho``; ``theta = 0`` when
+    ``||x||_1 <= radius``. ``soft_threshold(x, theta)`` then has L1 norm
+    ``radius``.
+
+    Args:
+      x: float array of any shape (the whole array is one vector: for a
+        matrix this is the entrywise L1 norm).
+      radius: positive scalar.
+
+    Returns:
+      ``()`` array, ``theta >= 0``, in ``x``'s dtype.
+    """
+    u = jnp.sort(jnp.abs(x).ravel())[::-1]
+    radius = jnp.asarray(radius, x.dtype)
+    csum = jnp.cumsum(u)
+    j = jnp.arange(1, u.shape[0] + 1, dtype=x.dtype)
+    active = u * j > csum - radius
+    # ``active`` holds on a prefix of the sorted entries; rho is its length.
+    rho = jnp.maximum(jnp.sum(active), 1)
+    theta = (csum[rho - 1] - radius) / rho.astype(x.dtype)
+    inside = csum[-1] <= radius
+    return jnp.where(inside, jnp.zeros((), x.dtype), jnp.maximum(theta, 0))
+
+
+@jax.jit
+def project_l1_ball(x: jax.Array, radius) -> jax.Array:
+    """Euclidean projection of ``x`` (all entries together) onto
+    ``{v : ||v||_1 <= radius}``.
+
+    ``argmin_v ||v - x||_F`` subject to ``sum |v_ij| <= radius``: ``x`` itself
+    when already inside, else ``soft_threshold(x, theta)`` with the one
+    global ``theta`` of :func:`l1_ball_threshold` (exact, sort + cumulative
+    sum; Duchi et al. 2008).
+
+    Args:
+      x: float array of any shape.
+      radius: positive scalar.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+    """
+    return soft_threshold(x, l1_ball_threshold(x, radius))
+
+
+# -------------------------------------------------------------- varimax
+
+
+class VarimaxResult(NamedTuple):
+    """A varimax rotation ``rotated = a @ rotation``.
+
+    Attributes:
+      rotated: ``(p, k)`` rotated matrix.
+      rotation: ``(k, k)`` orthogonal rotation.
+      n_iter: ``()`` int32, iterations run.
+      converged: ``()`` bool, whether the criterion stopped growing before
+        ``max_iter``.
+    """
+
+    rotated: jax.Array
+    rotation: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+
+
+@partial(jax.jit, static_argnames=("normalize",))
+def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False) -> VarimaxResult:
+    """Varimax rotation of the columns of ``a`` (Kaiser 1958), as R's
+    ``stats::varimax``.
+
+    Starting from ``T = I``, repeat ``L = a T``,
+    ``G = a^T (L^3 - L diag(mean_i L_ij^2))``, ``G = P S Q^T``, ``T = P Q^T``,
+    until the criterion ``d = sum(S)`` grows by a relative amount of at most
+    ``tol`` (or ``max_iter`` iterations). Each step increases the varimax
+    criterion ``sum_j var_i(L_ij^2)``.
+
+    Args:
+      a: ``(p, k)`` float array, ``k <= p``.
+      tol: relative tolerance on the growth of ``d``.
+      max_iter: iteration cap.
+      normalize: Kaiser normalisation (rotate the rows scaled to unit norm,
+        then scale back); R's default is ``True``, here ``False``.
+
+    Returns:
+      :class:`VarimaxResult`.
+    """
+    p, k = a.shape
+    dtype = a.dtype
+    if normalize:
+        norms = jnp.sqrt(jnp.sum(a * a, axis=1, keepdims=True))
+        norms = jnp.where(norms > 0, norms, 1).astype(dtype)
+        a = a / norms
+    tol = jnp.asarray(tol, dtype)
+
+    def step(state):
+        t, _, d, i = state
+        lam = a @ t
+        g = a.T @ (lam ** 3 - lam * jnp.mean(lam * lam, axis=0, keepdims=True))
+        u, s, vt = jnp.linalg.svd(g, full_matrices=False)
+        return u @ vt, d, jnp.sum(s), i + 1
+
+    def cond(state):
+        _, d_prev, d, i = state
+        return (i == 0) | ((d > d_prev * (1 + tol)) & (i < max_iter))
+
+    zero = jnp.zeros((), dtype)
+    init = (jnp.eye(k, dtype=dtype), zero, zero, jnp.zeros((), jnp.int32))
+    t, d_prev, d, n_iter = jax.lax.while_loop(cond, step, init)
+    rotated = a @ t
+    if normalize:
+        rotated = rotated * norms
+    return VarimaxResult(rotated, t, n_iter, d <= d_prev * (1 + tol))

@@ -48,3 +48,114 @@ def test_symmetric_inverse_sqrt(rng):
     spd = a @ a.T + 8 * np.eye(8)
     r = np.asarray(L.symmetric_inverse_sqrt(jnp.asarray(spd, jnp.float32)), np.float64)
     np.testing.assert_allclose(r @ spd @ r, np.eye(8), atol=1e-4)
+
+
+# ----------------------------------------------------- sparsity and varimax
+
+
+def _l1_projection_bisection(x, radius):
+    """Reference: theta by float64 bisection on sum(max(|x| - theta, 0)) = radius."""
+    a = np.abs(x).ravel().astype(np.float64)
+    if a.sum() <= radius:
+        return x.astype(np.float64)
+    lo, hi = 0.0, a.max()
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.maximum(a - mid, 0).sum() > radius:
+            lo = mid
+        else:
+            hi = mid
+    theta = 0.5 * (lo + hi)
+    return np.sign(x) * np.maximum(np.abs(x) - theta, 0)
+
+
+def test_soft_threshold(rng):
+    x = rng.standard_normal((9, 4)).astype(np.float32)
+    got = np.asarray(L.soft_threshold(jnp.asarray(x), 0.5))
+    want = np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0.0))
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape, frac", [((40, 5), 0.3), ((200, 3), 0.05), ((7, 1), 0.9), ((1, 1), 0.5)])
+def test_project_l1_ball_matches_bisection_and_is_nearest(rng, shape, frac):
+    x = rng.standard_normal(shape)
+    radius = frac * np.abs(x).sum()
+    got = np.asarray(L.project_l1_ball(jnp.asarray(x, jnp.float32), radius), np.float64)
+    want = _l1_projection_bisection(x, radius)
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(x).max())
+    assert abs(np.abs(got).sum() - radius) <= 1e-4 * radius
+    # nearest point of the ball: no random feasible point is closer
+    dist = np.linalg.norm(x - got)
+    for _ in range(200):
+        v = rng.standard_normal(shape)
+        v *= radius * rng.uniform(0, 1) / np.abs(v).sum()
+        assert np.linalg.norm(x - v) >= dist - 1e-5
+        # nor a feasible point near the answer
+        w = got + 1e-2 * rng.standard_normal(shape)
+        if np.abs(w).sum() <= radius:
+            assert np.linalg.norm(x - w) >= dist - 1e-5
+
+
+def test_project_l1_ball_inside_is_identity_and_ties(rng):
+    x = rng.standard_normal((30, 4)).astype(np.float32)
+    r = float(np.abs(x).sum()) * 1.01
+    np.testing.assert_array_equal(np.asarray(L.project_l1_ball(jnp.asarray(x), r)), x)
+    assert float(L.l1_ball_threshold(jnp.asarray(x), r)) == 0.0
+    # equal magnitudes (ties in the sort): every entry shrinks by the same amount
+    t = np.array([[1.0, -1.0], [1.0, 0.5]], np.float32)
+    got = np.asarray(L.project_l1_ball(jnp.asarray(t), 1.5))
+    np.testing.assert_allclose(got, [[0.5, -0.5], [0.5, 0.0]], atol=1e-6)
+
+
+def _varimax_reference(a, eps=1e-5, max_iter=1000):
+    """R's stats::varimax(normalize = FALSE), transcribed in float64 NumPy."""
+    p, k = a.shape
+    t = np.eye(k)
+    d = 0.0
+    for _ in range(max_iter):
+        z = a @ t
+        b = a.T @ (z ** 3 - z @ np.diag((z ** 2).sum(axis=0)) / p)
+        u, s, vt = np.linalg.svd(b)
+        t = u @ vt
+        dpast, d = d, s.sum()
+        if d < dpast * (1 + eps):
+            break
+    return a @ t, t
+
+
+def _varimax_criterion(lam):
+    return np.sum(np.var(lam ** 2, axis=0))
+
+
+@pytest.mark.parametrize("shape", [(60, 4), (300, 8)])
+def test_varimax_matches_numpy_reference(rng, shape):
+    # a rotated sparse matrix: varimax should find (a signed permutation of) it back
+    p, k = shape
+    sparse = rng.standard_normal(shape) * (rng.uniform(size=shape) < 0.2)
+    q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    a = sparse @ q
+    res = L.varimax(jnp.asarray(a, jnp.float32), 1e-6)
+    rot, t = np.asarray(res.rotated, np.float64), np.asarray(res.rotation, np.float64)
+    want, t_ref = _varimax_reference(a, eps=1e-6)
+    np.testing.assert_allclose(t.T @ t, np.eye(k), atol=1e-5)
+    np.testing.assert_allclose(rot, a @ t, atol=1e-4)
+    assert bool(res.converged) and int(res.n_iter) >= 1
+    # same rotation as the reference, up to float32 rounding of the criterion path
+    np.testing.assert_allclose(rot, want, atol=2e-3 * np.abs(a).max())
+    assert _varimax_criterion(rot) >= _varimax_criterion(a) - 1e-9
+    np.testing.assert_allclose(_varimax_criterion(rot), _varimax_criterion(want), rtol=1e-4)
+
+
+def test_varimax_normalize_and_zero_input(rng):
+    # a well-separated optimum (rotated sparse matrix), so float32 and float64 agree
+    sparse = rng.standard_normal((50, 3)) * (rng.uniform(size=(50, 3)) < 0.3)
+    sparse[np.abs(sparse).sum(axis=1) == 0, 0] = 1.0  # no zero rows
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    a = sparse @ q
+    res = L.varimax(jnp.asarray(a, jnp.float32), 1e-6, normalize=True)
+    h = np.linalg.norm(a, axis=1, keepdims=True)
+    want, _ = _varimax_reference(a / h, eps=1e-6)
+    np.testing.assert_allclose(np.asarray(res.rotated), want * h, atol=2e-3 * np.abs(a).max())
+    zero = L.varimax(jnp.zeros((10, 3), jnp.float32))
+    assert int(zero.n_iter) == 1 and np.all(np.isfinite(np.asarray(zero.rotated)))
