@@ -66,7 +66,7 @@ def array_kind(x) -> str:
 def _check_dtype_kind(dtype, name: str) -> None:
     kind = np.dtype(dtype).kind if not str(dtype).startswith("bfloat16") else "f"
     if kind == "c":
-        raise TypeError(f"{name} has complex dtype {dtype}; complex data are not supported")
+        raise ValueError(f"Complex data not supported: {name} has complex dtype {dtype}")
     if kind in "iub":
         raise TypeError(f"{name} has {'boolean' if kind == 'b' else 'integer'} dtype {dtype}; "
                         f"convert it to floating point first (e.g. {name}.astype(np.float32))")
@@ -79,7 +79,8 @@ def to_jax(x, name: str = "X") -> jax.Array:
     device), JAX arrays as they are, everything else through ``np.asarray``.
 
     Raises:
-      TypeError: for non-floating dtypes.
+      TypeError: integer, boolean or non-numeric dtypes; sparse input.
+      ValueError: complex dtypes.
     """
     kind = array_kind(x)
     if kind == "torch":
@@ -94,6 +95,9 @@ def to_jax(x, name: str = "X") -> jax.Array:
     if kind == "jax":
         _check_dtype_kind(x.dtype, name)
         return x
+    if hasattr(x, "tocsr") or hasattr(x, "toarray"):
+        raise TypeError(f"{name} is a sparse matrix/array, but dense data are required; "
+                        f"sparse input is not supported (convert with {name}.toarray())")
     arr = np.asarray(x)
     if arr.dtype == object:
         try:
@@ -127,12 +131,14 @@ def check_matrix(x, name: str = "X", *, min_samples: int = 1, min_features: int 
       x64 is enabled).
 
     Raises:
-      TypeError: integer, boolean, complex or non-numeric dtype.
-      ValueError: not 2-D, too few rows/columns, NaN or inf (with counts).
+      TypeError: integer, boolean or non-numeric dtype; sparse input.
+      ValueError: complex dtype; not 2-D; too few rows/columns; NaN or inf
+        (with counts).
     """
     arr = to_jax(x, name)
     if arr.ndim != 2:
-        hint = " (reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1))" if arr.ndim == 1 else ""
+        hint = (". Reshape your data either using X.reshape(-1, 1) if it has a single feature "
+                "or X.reshape(1, -1) if it contains a single sample") if arr.ndim == 1 else ""
         raise ValueError(f"Expected 2D array, got {arr.ndim}D array instead: {name} has shape {arr.shape}{hint}")
     n, p = arr.shape
     if n < min_samples:

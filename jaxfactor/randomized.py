@@ -67,11 +67,13 @@ def range_params(n_components: int, n_samples: int, n_features: int, *,
 
     ``subspace`` follows scikit-learn: ``k + 10`` columns, 7 iterations when
     ``k < 0.1 min(n, p)`` else 4. ``krylov`` uses blocks of
-    ``ceil((k + 10) / 2)`` columns and 5 iterations (4 when ``k >= 0.1 min(n,
-    p)``), a basis of about ``2.5 k`` columns built with 10 passes over ``X``
-    (plus one to project): on GAN-like spectra (slow power-law decay) it
-    captures more variance and resolves the singular values better than the
-    subspace default, for half of its matrix-product flops. Narrower blocks
+    ``ceil((k + 10) / 2)`` columns and 5 iterations, a basis of about ``2.5 k``
+    columns built with 10 passes of half width over ``X`` (plus one to
+    project): on GAN-like spectra (slow power-law decay) it captures more
+    variance and resolves the singular values better than the subspace
+    default (measured in ``tests/test_pca.py`` and ``benchmarks/bench_pca.py``),
+    for about half of its matrix-product flops when ``k < 0.1 min(n, p)``.
+    With 4 iterations it is no better than the subspace default. Narrower blocks
     save flops but lose accuracy on such flat tails, because the polynomial
     filter then has to separate ``sigma_k`` from ``sigma_m`` with ``m`` close
     to ``k``. The basis (and so each block) is capped at ``min(n, p)``.
@@ -94,8 +96,7 @@ def range_params(n_components: int, n_samples: int, n_features: int, *,
         return RangeParams("subspace", max(q, 1), width, width)
     if method != "krylov":
         raise ValueError(f"method must be 'krylov' or 'subspace', got {method!r}")
-    q = n_iter if n_iter is not None else (5 if n_components < 0.1 * small else 4)
-    q = max(q, 1)
+    q = max(n_iter if n_iter is not None else 5, 1)
     over = 10 if n_oversamples is None else n_oversamples
     b = block_size if block_size is not None else math.ceil((n_components + over) / 2)
     b = max(1, min(b, small))
