@@ -1,0 +1,377 @@
+"""Latent adapters: how a PyTorch generator turns latents into images.
+
+A :class:`LatentAdapter` wraps a user's ``nn.Module`` and says
+
+* what a latent is (``z_dim``, and the shape the module wants it in),
+* which latent spaces can be edited (``spaces``: ``'z'``; ``'w'`` and
+  ``'w+'`` for generators with a mapping network),
+* how to run the generator from a latent, and from an edited latent.
+
+Three adapters cover the common structures:
+
+* :class:`PlainAdapter` -- a module ``G(z) -> image`` (DCGAN, a toy
+  generator, anything with one latent input).
+* :class:`FastGANAdapter` -- FastGAN (Liu et al. 2021): ``z -> init`` (a 4x4
+  transposed convolution, batch norm and GLU giving ``C x 4 x 4``; 1024 x 4 x
+  4 = 16384 features at full size) ``-> ...``; the default layer to factorize
+  is ``'init'``.
+* :class:`StyleGANAdapter` -- StyleGAN2-style ``mapping(z) -> w`` and
+  ``synthesis(ws)``; :meth:`StyleGANAdapter.from_stylegan2_ada` wraps an
+  official StyleGAN2-ADA / StyleGAN3 ``G`` (``G.mapping(z, c, ...)``,
+  ``G.synthesis(ws, noise_mode='const')``). Factorizing W directly (as the
+  papers do for StyleGAN2) is ``ActivationStream(..., layer='w')``; edits on a
+  W+ layer range are ``space='w+', layers=range(a, b)``.
+
+Latents are drawn per sample index by :func:`sample_z`, so every pass of a
+multi-pass algorithm, and every batch size, sees the same rows.
+
+Wrapping your own checkpoint (nothing is downloaded; load it with the code
+that trained it)::
+
+    # StyleGAN2-ADA (NVlabs/stylegan2-ada-pytorch on sys.path)
+    import pickle, dnnlib, legacy
+    with dnnlib.util.open_url("network-snapshot.pkl") as f:
+        G = legacy.load_network_pkl(f)["G_ema"].eval()
+    adapter = StyleGANAdapter.from_stylegan2_ada(G, truncation_psi=1.0)
+
+    # FastGAN (odegeasslbc/FastGAN-pytorch models.py on sys.path)
+    from models import Generator
+    G = Generator(ngf=64, nz=256, im_size=1024)
+    G.load_state_dict(torch.load("all_50000.pth", weights_only=True)["g"])
+    adapter = FastGANAdapter(G.eval())
+
+Both pickles and checkpoints can run code when loaded: load only files you
+trust (``torch.load(..., weights_only=True)`` where the format allows).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "sample_z",
+    "LatentAdapter",
+    "PlainAdapter",
+    "FastGANAdapter",
+    "StyleGANAdapter",
+    "as_adapter",
+]
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's Weyl increment (odd)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit mixer."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_z(seed: int, start: int, stop: int, dim: int) -> np.ndarray:
+    """Standard normal latents for sample indices ``start:stop``.
+
+    Counter-based: entry ``(i, j)`` is a Box-Muller transform of two SplitMix64
+    hashes of ``(seed, i, j)`` (the 64-bit words ``mix(s + c * gamma)`` for
+    the counters ``c`` of row ``i``, with ``s = mix(seed)``), computed in
+    float64 and rounded to float32. Row ``i`` depends on ``(seed, i, dim)``
+    alone, so any range, read in any batch size and on any device, gives the
+    same rows -- what multi-pass algorithms need -- and no random state is
+    kept anywhere.
+
+    Args:
+      seed: int in ``[0, 2**32)``; start, stop: row range (``0 <= start <= stop``).
+      dim: latent width.
+
+    Returns:
+      ``(stop - start, dim)`` float32 numpy array.
+    """
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed}")
+    if not 0 <= start <= stop:
+        raise ValueError(f"row range {start}:{stop} is invalid")
+    half = (int(dim) + 1) // 2
+    with np.errstate(over="ignore"):
+        stream = _mix64(np.array([int(seed) ^ 0x5851F42D4C957F2D], np.uint64))
+        rows = np.arange(start, stop, dtype=np.uint64)[:, None]
+        cols = np.arange(2 * half, dtype=np.uint64)[None, :]
+        counters = rows * np.uint64(2 * half) + cols + np.uint64(1)
+        words = _mix64(stream + counters * _GAMMA)
+    u = ((words >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # in (0, 1]
+    radius = np.sqrt(-2.0 * np.log(u[:, 0::2]))
+    angle = (2.0 * np.pi) * u[:, 1::2]
+    out = np.empty((stop - start, 2 * half), np.float64)
+    out[:, 0::2] = radius * np.cos(angle)
+    out[:, 1::2] = radius * np.sin(angle)
+    return np.ascontiguousarray(out[:, :dim], dtype=np.float32)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _first(out, index: int):
+    if isinstance(out, (list, tuple)):
+        return out[index]
+    if isinstance(out, dict):
+        raise TypeError("the generator returned a dict; wrap it so that it returns a tensor")
+    return out
+
+
+def _as_step(step: torch.Tensor, n: int, dim: int, name: str) -> torch.Tensor:
+    if step.ndim == 1:
+        step = step[None, :].expand(n, -1)
+    if tuple(step.shape) != (n, dim):
+        raise ValueError(f"{name} step has shape {tuple(step.shape)}; expected ({dim},) or ({n}, {dim})")
+    return step
+
+
+class LatentAdapter:
+    """How a generator turns latents into images (base class).
+
+    Attributes:
+      module: the wrapped ``nn.Module``; layer names are relative to it.
+      z_dim: width of the flat latent ``z``.
+      spaces: the latent spaces :meth:`forward_edited` accepts.
+      latent_names: the latents :meth:`codes` returns (``'z'``, maybe ``'w'``).
+      default_layer: the layer to factorize when none is given (or ``None``).
+    """
+
+    module: nn.Module
+    z_dim: int
+    spaces: tuple[str, ...] = ("z",)
+    latent_names: tuple[str, ...] = ("z",)
+    default_layer: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's first parameter (CPU when it has none)."""
+        return _module_device(self.module)
+
+    def codes(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latents of each kind for ``z``: ``{'z': (n, z_dim)}`` (and ``'w'``)."""
+        return {"z": z}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``(n, C, H, W)`` from flat latents ``z`` ``(n, z_dim)``."""
+        raise NotImplementedError
+
+    def forward_edited(self, z: torch.Tensor, step: torch.Tensor, space: str = "z",
+                       layers: Sequence[int] | None = None) -> torch.Tensor:
+        """Images from ``z`` moved by ``step`` in latent space ``space``.
+
+        Args:
+          z: ``(n, z_dim)``; step: ``(d,)`` or ``(n, d)`` with ``d`` the width
+            of ``space``; space: one of :attr:`spaces`; layers: W+ layer
+            indices (``space='w+'`` only).
+
+        Returns:
+          ``(n, C, H, W)`` images.
+        """
+        if space != "z":
+            raise ValueError(f"{type(self).__name__} edits only space 'z', got {space!r}")
+        if layers is not None:
+            raise ValueError("layers applies to space='w+' only")
+        return self.forward(z + _as_step(step, z.shape[0], self.z_dim, "z"))
+
+    def describe(self) -> dict:
+        """A JSON-able description for metadata (class names, sizes)."""
+        return {"adapter": type(self).__name__, "module": type(self.module).__name__,
+                "z_dim": int(self.z_dim), "spaces": list(self.spaces)}
+
+
+class PlainAdapter(LatentAdapter):
+    """A module ``G(z) -> image`` (or ``-> [image, ...]``).
+
+    Args:
+      module: the generator.
+      z_dim: latent width (default: the module's ``z_dim`` / ``nz`` /
+        ``latent_dim`` attribute).
+      z_shape: the shape one latent takes when passed to the module
+        (default ``(z_dim,)``; DCGAN-style generators want ``(z_dim, 1, 1)``).
+      output_index: which element of a list/tuple output is the image.
+    """
+
+    def __init__(self, module: nn.Module, z_dim: int | None = None, *,
+                 z_shape: Sequence[int] | None = None, output_index: int = 0):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        if z_dim is None:
+            z_dim = next((getattr(module, a) for a in ("z_dim", "nz", "latent_dim")
+                          if isinstance(getattr(module, a, None), int)), None)
+        if z_dim is None:
+            raise ValueError(f"cannot tell the latent width of {type(module).__name__}; pass z_dim")
+        self.z_dim = int(z_dim)
+        self.z_shape = tuple(z_shape) if z_shape is not None else (self.z_dim,)
+        if int(np.prod(self.z_shape)) != self.z_dim:
+            raise ValueError(f"z_shape {self.z_shape} does not hold z_dim={self.z_dim} numbers")
+        self.output_index = output_index
+
+    def forward(self, z):
+        return _first(self.module(z.reshape(z.shape[0], *self.z_shape)), self.output_index)
+
+
+class FastGANAdapter(PlainAdapter):
+    """FastGAN's generator: ``z -> init (C x 4 x 4) -> ... -> [image, small image]``.
+
+    The init layer (``module.init``: ConvTranspose2d 4x4, BatchNorm, GLU) is the
+    layer the ICA/PCA paper factorizes (1024 x 4 x 4 = 16384 features at full
+    size); it is :attr:`default_layer`. The image is the first output.
+
+    Args:
+      module: the generator (put it in eval mode: its batch norms must use
+        running statistics).
+      z_dim: latent width (default: ``in_channels`` of the first
+        ``ConvTranspose2d`` under ``module.init``).
+      init_layer: the dotted name of the init layer.
+    """
+
+    default_layer = "init"
+
+    def __init__(self, module: nn.Module, z_dim: int | None = None, *, init_layer: str = "init"):
+        if z_dim is None:
+            try:
+                init = module.get_submodule(init_layer)
+            except AttributeError as err:
+                raise ValueError(f"{type(module).__name__} has no submodule {init_layer!r}; "
+                                 f"pass init_layer or z_dim") from err
+            conv = next((m for m in init.modules() if isinstance(m, nn.ConvTranspose2d)), None)
+            if conv is None:
+                raise ValueError(f"no ConvTranspose2d under {init_layer!r}; pass z_dim")
+            z_dim = conv.in_channels
+        super().__init__(module, z_dim, output_index=0)
+        self.default_layer = init_layer
+
+
+class StyleGANAdapter(LatentAdapter):
+    """StyleGAN2-style generator: ``mapping(z) -> w``, ``synthesis(ws) -> image``.
+
+    ``mapping`` may return ``(n, w_dim)`` or the broadcast ``(n, num_ws,
+    w_dim)`` (then ``w = ws[:, 0]``). Edits: ``'z'`` moves ``z`` before the
+    mapping; ``'w'`` moves ``w`` for every synthesis layer; ``'w+'`` moves the
+    layers in ``layers`` only.
+
+    Args:
+      module: the generator (its submodules name the layers).
+      mapping, synthesis: callables, or names of attributes of ``module``.
+      z_dim, w_dim, num_ws: latent sizes.
+      synthesis_kwargs: extra keyword arguments of every synthesis call.
+    """
+
+    spaces = ("z", "w", "w+")
+    latent_names = ("z", "w")
+
+    def __init__(self, module: nn.Module, *, z_dim: int, w_dim: int, num_ws: int,
+                 mapping: str | Callable = "mapping", synthesis: str | Callable = "synthesis",
+                 synthesis_kwargs: dict | None = None):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.z_dim, self.w_dim, self.num_ws = int(z_dim), int(w_dim), int(num_ws)
+        self._mapping = getattr(module, mapping) if isinstance(mapping, str) else mapping
+        self._synthesis = getattr(module, synthesis) if isinstance(synthesis, str) else synthesis
+        self.synthesis_kwargs = dict(synthesis_kwargs or {})
+
+    @classmethod
+    def from_stylegan2_ada(cls, G: nn.Module, *, truncation_psi: float = 1.0,
+                           c: torch.Tensor | None = None, noise_mode: str = "const"):
+        """Wrap an NVlabs StyleGAN2-ADA / StyleGAN3 generator.
+
+        Uses ``G.z_dim``, ``G.w_dim``, ``G.num_ws``, ``G.c_dim``; calls
+        ``G.mapping(z, c, truncation_psi=...)`` and ``G.synthesis(ws,
+        noise_mode=noise_mode)`` (``'const'``: no per-call noise, so rows
+        replay exactly).
+
+        Args:
+          G: the generator (e.g. ``G_ema`` from the network pickle).
+          truncation_psi: truncation of ``w`` towards its mean.
+          c: ``(c_dim,)`` class label for conditional models (zeros when
+            ``None``).
+          noise_mode: synthesis noise mode.
+        """
+        for a in ("z_dim", "w_dim", "num_ws", "mapping", "synthesis"):
+            if not hasattr(G, a):
+                raise ValueError(f"{type(G).__name__} has no attribute {a!r}: not a StyleGAN2-ADA generator")
+        c_dim = int(getattr(G, "c_dim", 0))
+        label = torch.zeros(c_dim) if c is None else torch.as_tensor(c, dtype=torch.float32).reshape(c_dim)
+
+        def mapping(z):
+            cz = label.to(z.device)[None, :].expand(z.shape[0], -1)
+            return G.mapping(z, cz, truncation_psi=truncation_psi)
+
+        adapter = cls(G, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws, mapping=mapping,
+                      synthesis="synthesis", synthesis_kwargs={"noise_mode": noise_mode})
+        adapter.truncation_psi = truncation_psi
+        return adapter
+
+    def _ws(self, z):
+        m = self._mapping(z)
+        if m.ndim == 2:
+            return m[:, None, :].expand(-1, self.num_ws, -1)
+        return m
+
+    def codes(self, z):
+        return {"z": z, "w": self._ws(z)[:, 0]}
+
+    def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
+        """Images from ``ws`` ``(n, num_ws, w_dim)``."""
+        return _first(self._synthesis(ws, **self.synthesis_kwargs), 0)
+
+    def forward(self, z):
+        return self.synthesize(self._ws(z))
+
+    def forward_edited(self, z, step, space="z", layers=None):
+        if space not in self.spaces:
+            raise ValueError(f"space must be one of {self.spaces}, got {space!r}")
+        if layers is not None and space != "w+":
+            raise ValueError("layers applies to space='w+' only")
+        n = z.shape[0]
+        if space == "z":
+            return self.forward(z + _as_step(step, n, self.z_dim, "z"))
+        step = _as_step(step, n, self.w_dim, space)
+        ws = self._ws(z).clone()
+        if space == "w":
+            ws = ws + step[:, None, :]
+        else:
+            idx = list(range(self.num_ws)) if layers is None else [int(i) for i in layers]
+            bad = [i for i in idx if not 0 <= i < self.num_ws]
+            if bad:
+                raise ValueError(f"W+ layers {bad} out of range [0, {self.num_ws})")
+            ws[:, idx] = ws[:, idx] + step[:, None, :]
+        return self.synthesize(ws)
+
+    def describe(self):
+        d = super().describe()
+        d.update(w_dim=self.w_dim, num_ws=self.num_ws)
+        if hasattr(self, "truncation_psi"):
+            d["truncation_psi"] = float(self.truncation_psi)
+        return d
+
+
+def as_adapter(G, z_dim: int | None = None) -> LatentAdapter:
+    """``G`` as a :class:`LatentAdapter`.
+
+    Adapters pass through; a module with ``mapping``, ``synthesis``, ``z_dim``,
+    ``w_dim`` and ``num_ws`` is taken for StyleGAN2-ADA; a module with an
+    ``init`` submodule holding a ``ConvTranspose2d`` for FastGAN; anything else
+    for a plain ``G(z)`` module (``z_dim`` given or read from the module).
+    """
+    if isinstance(G, LatentAdapter):
+        if z_dim is not None and z_dim != G.z_dim:
+            raise ValueError(f"z_dim={z_dim} disagrees with the adapter's z_dim={G.z_dim}")
+        return G
+    if not isinstance(G, nn.Module):
+        raise TypeError(f"G must be a torch.nn.Module or a LatentAdapter, got {type(G).__name__}")
+    if all(hasattr(G, a) for a in ("mapping", "synthesis", "z_dim", "w_dim", "num_ws")):
+        return StyleGANAdapter.from_stylegan2_ada(G)
+    init = getattr(G, "init", None)
+    if isinstance(init, nn.Module) and any(isinstance(m, nn.ConvTranspose2d) for m in init.modules()):
+        return FastGANAdapter(G, z_dim)
+    return PlainAdapter(G, z_dim)

@@ -1,0 +1,148 @@
+"""ActivationStream: hook capture, early stop, pooling, replay, and streaming PCA over it."""
+import jax
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bridges.activations import ActivationStream, capture
+from bridges.generators import FastGANAdapter, StyleGANAdapter, sample_z
+from jaxfactor.pca import PCA
+from jaxfactor.sources import RowSource
+
+from .helpers import exact_pca, principal_angles_deg
+from .test_generators import TinyFastGAN, TinyPlain, TinyStyleGAN
+
+
+@pytest.fixture(scope="module")
+def fastgan():
+    return TinyFastGAN(nz=16, ch=8).eval()
+
+
+def test_hook_capture_equals_manual_forward(fastgan):
+    stream = ActivationStream(fastgan, "init", n_samples=20, batch_size=6, seed=3)
+    assert isinstance(stream, RowSource) and stream.feature_shape == (8, 4, 4)
+    assert stream.n_features == 128 and stream.dtype == np.float32
+    rows = stream.read(2, 17)
+    assert isinstance(rows, jax.Array) and rows.dtype == np.float32 and rows.shape == (15, 128)
+    z = torch.from_numpy(sample_z(3, 2, 17, 16))
+    with torch.no_grad():
+        manual = fastgan.init(z.view(15, 16, 1, 1)).reshape(15, -1).numpy()  # channel-major
+    np.testing.assert_allclose(np.asarray(rows), manual, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(stream.latents(2, 17)["z"], z.numpy())
+    # a deeper layer, nested name, through a FastGANAdapter given as latent=
+    deep = ActivationStream(fastgan, "feat_8.2", n_samples=5, seed=3,
+                            latent=FastGANAdapter(fastgan))
+    with torch.no_grad():
+        ref = fastgan.feat_8[:3](fastgan.init(z[:3].view(3, 16, 1, 1)))  # rows 2:5
+    np.testing.assert_allclose(np.asarray(deep.read(2, 5)), ref.reshape(3, -1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_early_stop_gives_identical_features_and_skips_the_rest(fastgan):
+    fast = ActivationStream(fastgan, "init", n_samples=12, batch_size=4, seed=1)
+    full = ActivationStream(fastgan, "init", n_samples=12, batch_size=4, seed=1, early_stop=False)
+    before = fastgan.calls_after_init
+    a = np.asarray(fast.read(0, 12))
+    assert fastgan.calls_after_init == before  # never got past init
+    b = np.asarray(full.read(0, 12))
+    assert fastgan.calls_after_init == before + 3
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pooling_shapes_and_values(fastgan):
+    z = torch.from_numpy(sample_z(0, 0, 4, 16))
+    with torch.no_grad():
+        feat = fastgan.feat_8(fastgan.init(z.view(4, 16, 1, 1)))  # (4, 8, 8, 8)
+    for pool, fn in (("max", F.adaptive_max_pool2d), ("avg", F.adaptive_avg_pool2d)):
+        for size, shape in ((2, (8, 2, 2)), ((4, 2), (8, 4, 2)), (3, (8, 3, 3))):
+            s = ActivationStream(fastgan, "feat_8", n_samples=4, seed=0, pool=pool, pool_size=size)
+            assert s.feature_shape == shape and s.n_features == int(np.prod(shape))
+            np.testing.assert_allclose(np.asarray(s.read(0, 4)),
+                                       fn(feat, size).reshape(4, -1).numpy(), rtol=1e-6, atol=1e-6)
+    # max pooling of 8x8 to 2x2 is the max over each 4x4 quadrant
+    s = ActivationStream(fastgan, "feat_8", n_samples=4, seed=0, pool="max", pool_size=2)
+    quad = feat[:, :, :4, 4:].amax(dim=(2, 3))  # top-right quadrant = position (0, 1)
+    np.testing.assert_allclose(np.asarray(s.read(0, 4)).reshape(4, 8, 2, 2)[:, :, 0, 1],
+                               quad.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="pool_size"):
+        ActivationStream(fastgan, "feat_8", n_samples=4, pool="max")
+    with pytest.raises(ValueError, match="pool must be"):
+        ActivationStream(fastgan, "feat_8", n_samples=4, pool="median", pool_size=2)
+
+
+def test_replay_is_deterministic_and_batch_size_independent(fastgan):
+    a = ActivationStream(fastgan, "init", n_samples=30, batch_size=7, seed=11)
+    b = ActivationStream(fastgan, "init", n_samples=30, batch_size=30, seed=11)
+    first = np.asarray(a.read(0, 30))
+    np.testing.assert_array_equal(first, np.asarray(a.read(0, 30)))       # pass 2 == pass 1
+    # per-sample results agree across batch sizes up to BLAS blocking (a few ulps)
+    np.testing.assert_allclose(first, np.asarray(b.read(0, 30)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(first[5:19], np.asarray(a.read(5, 19)))
+    blocks = np.concatenate([np.asarray(x) for x in a.blocks(8)])
+    np.testing.assert_array_equal(blocks, first)
+    other = ActivationStream(fastgan, "init", n_samples=30, batch_size=7, seed=12)
+    assert not np.allclose(np.asarray(other.read(0, 5)), first[:5])
+    with pytest.raises(IndexError):
+        a.read(25, 31)
+
+
+def test_latents_of_a_mapping_network_and_w_as_layer(rng):
+    G = TinyStyleGAN().eval()
+    stream = ActivationStream(G, "w", n_samples=9, batch_size=4, seed=2)
+    assert stream.n_features == G.w_dim
+    lat = stream.latents(1, 9)
+    assert set(lat) == {"z", "w"} and lat["w"].shape == (8, G.w_dim)
+    z = torch.from_numpy(sample_z(2, 1, 9, G.z_dim))
+    with torch.no_grad():
+        w = G.mapping(z, None)[:, 0].numpy()
+    np.testing.assert_allclose(lat["w"], w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(stream.read(1, 9)), w, rtol=1e-6, atol=1e-6)
+    rows, lat2 = stream.read_with_latents(1, 9)
+    np.testing.assert_array_equal(lat2["z"], z.numpy())
+    conv = ActivationStream(StyleGANAdapter.from_stylegan2_ada(G), "conv.2", n_samples=6, seed=2)
+    assert conv.feature_shape == (4, 4, 4)
+    np.testing.assert_array_equal(np.asarray(conv.read(0, 6)), np.asarray(conv.read(0, 6)))
+
+
+def test_wrong_layer_lists_available_names(fastgan):
+    with pytest.raises(ValueError, match=r"no layer named 'feat8'.*Did you mean.*feat_8.*Available"):
+        ActivationStream(fastgan, "feat8", n_samples=4)
+    with pytest.raises(ValueError, match="no default layer"):
+        ActivationStream(TinyPlain(), n_samples=4)
+    with pytest.raises(ValueError, match="device"):
+        ActivationStream(fastgan, "init", n_samples=4, device="meta")
+
+
+def test_eval_mode_is_used_and_restored():
+    G = TinyFastGAN(nz=16, ch=8).train()
+    stream = ActivationStream(G, "init", n_samples=4, seed=0)
+    rows = np.asarray(stream.read(0, 4))
+    assert G.training and all(m.training for m in G.modules())
+    with torch.no_grad():
+        G.eval()
+        ref = G.init(torch.from_numpy(sample_z(0, 0, 4, 16)).view(4, 16, 1, 1)).reshape(4, -1)
+    np.testing.assert_allclose(rows, ref.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_capture_on_explicit_latents(fastgan, rng):
+    z = torch.from_numpy(rng.standard_normal((3, 16)).astype(np.float32))
+    stream = ActivationStream(fastgan, "init", n_samples=3)
+    np.testing.assert_array_equal(stream.features(z).numpy(),
+                                  capture(stream.adapter, "init", z).numpy())
+
+
+def test_streaming_pca_over_stream_equals_in_memory_pca(fastgan):
+    # one block shape throughout, so the streaming kernels compile once
+    stream = ActivationStream(fastgan, "init", n_samples=256, batch_size=128, seed=5)
+    x = np.asarray(stream.read(0, stream.n_samples))
+    k = 6
+    streamed = PCA(k, solver="streaming", block_rows=128, random_state=0).fit(stream)
+    memory = PCA(k, solver="full").fit(x)
+    vt, ev, mean = exact_pca(x)
+    assert streamed.n_features_in_ == 128 and streamed.n_samples_ == 256
+    np.testing.assert_allclose(streamed.mean_, mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(streamed.explained_variance_, memory.explained_variance_, rtol=2e-3)
+    np.testing.assert_allclose(streamed.explained_variance_, ev[:k], rtol=2e-3)
+    assert principal_angles_deg(streamed.components_, memory.components_).max() < 1.0
+    assert principal_angles_deg(streamed.components_[:3], vt[:3]).max() < 0.5
