@@ -1,0 +1,475 @@
+"""Sparse component analysis (Chen & Rohe, "A new basis for sparse PCA"), and ``SCA``.
+
+Problem (for centred data ``X_c = X - 1 mean^T``, ``n x p``)::
+
+    min ||X_c - Z B Y^T||_F  over Z (n x k), Y (p x k) orthonormal, B (k x k),
+    subject to ||Y||_1 <= gamma            (entrywise L1 norm of the whole Y)
+
+solved, as the R package ``epca`` (``sca`` / ``sma``) does, by alternating
+"polar-rotate-shrink" (PRS) updates started from the truncated SVD
+``Z_0 = U_k``, ``Y_0 = V_k``::
+
+    Z <- PRS(X_c Y)        (budget k sqrt(n) is never binding: rotation only)
+    Y <- PRS(X_c^T Z, gamma)
+    B  = Z^T X_c Y
+
+where ``PRS(A, budget)`` takes the orthogonal polar factor of ``A``, rotates it
+by varimax (restarted from the identity on every call), flips each column so
+that its sum of cubes is positive, projects the whole matrix onto the L1 ball
+of radius ``budget`` when it lies outside (one global soft threshold, exact by
+sort + cumulative sum), and orders the columns by explained variance
+``||X_c^T z||^2`` / ``||X_c y||^2``. Flip and order make the columns canonical,
+so the stopping rule compares them directly: the iteration stops when no entry
+of ``Z`` or ``Y`` moves by more than ``tol``.
+
+Cost per iteration: two products with ``X`` (``X Y`` and ``X^T Z``, the mean
+folded in, ``X - mean`` never formed; the product the ordering needs is the one
+the next half-step uses) and ``O((n + p) k^2)`` polar/varimax work plus a sort
+of the ``p k`` loadings. The whole loop is one ``lax.while_loop`` in one jit.
+
+Kernels
+  * :func:`prs` -- the polar-rotate-flip-shrink block.
+  * :func:`sca_iterate` -- the iteration on the data (``X`` in memory).
+  * :func:`sca_iterate_reduced` -- the same iteration with ``X_c`` replaced by
+    its rank-``r`` randomized SVD ``U S V^T`` (``r >= k``), so that each
+    product costs ``O((n + p) r k)`` instead of ``O(n p k)``. An approximation:
+    it solves the problem for the rank-``r`` matrix; the final scores, ``B`` and
+    explained variance are still computed with the real ``X``.
+  * :func:`sca` -- initial SVD plus iteration.
+
+Estimator
+  :class:`SCA`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from functools import partial
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from ._base import Factorizer
+from ._linalg import polar, project_l1_ball, varimax
+from ._policy import choose_svd_solver
+from .accumulate import centred_matmul, centred_rmatmul
+from .pca import pca_full
+from .pca import transform as _centred_transform
+from .randomized import randomized_svd
+from .sources import ArraySource
+
+__all__ = ["SCAResult", "prs", "flip_skewness", "sca_iterate", "sca_iterate_reduced", "sca",
+           "SCA"]
+
+ROTATIONS = ("varimax", "none")
+
+# Varimax inside PRS: R's stats::varimax defaults (relative tolerance 1e-5 on
+# the criterion, at most 1000 steps); near the SCA fixed point its input is
+# already rotated and it stops after two steps.
+_VARIMAX_TOL = 1e-5
+_VARIMAX_MAX_ITER = 1000
+
+
+class SCAResult(NamedTuple):
+    """A sparse component analysis ``X_c ~ Z B Y^T``.
+
+    Attributes:
+      loadings: ``(p, k)`` sparse loadings ``Y`` (unit-norm columns before the
+        shrinkage; ``||Y||_1 <= gamma``), columns ordered by explained variance.
+      scores: ``(n, k)`` ``X_c Y``.
+      z: ``(n, k)`` orthonormal sample-side basis ``Z``.
+      b: ``(k, k)`` ``Z^T X_c Y``.
+      explained_variance_ratio: ``(k,)`` cumulative proportion of variance
+        explained by the span of the first ``j`` loadings,
+        ``||X_c P_j||_F^2 / ||X_c||_F^2`` with ``P_j`` the orthogonal projector
+        onto ``span(Y[:, :j])`` (``Y`` need not be orthogonal after shrinking).
+      objective: ``()`` ``||B||_F``.
+      mean: ``(p,)`` column means.
+      n_iter: ``()`` int32 iterations run.
+      converged: ``()`` bool.
+      change: ``()`` largest entry change of ``Z`` or ``Y`` in the last iteration.
+    """
+
+    loadings: jax.Array
+    scores: jax.Array
+    z: jax.Array
+    b: jax.Array
+    explained_variance_ratio: jax.Array
+    objective: jax.Array
+    mean: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    change: jax.Array
+
+
+def flip_skewness(a: jax.Array) -> jax.Array:
+    """Flip each column of ``a`` so that its sum of cubes is non-negative.
+
+    Args:
+      a: ``(m, k)`` array.
+
+    Returns:
+      ``(m, k)`` array, columns multiplied by ``sign(sum_i a_ij^3)`` (``+1``
+      when that sum is 0).
+    """
+    skew = jnp.sum(a ** 3, axis=0)
+    return a * jnp.where(skew < 0, -1, 1).astype(a.dtype)[None, :]
+
+
+def prs(a: jax.Array, budget=None, *, rotate: str = "varimax") -> jax.Array:
+    """Polar, Rotate, Shrink: the building block of SCA (Chen & Rohe).
+
+    ``polar(a)`` (orthonormal factor ``U V^T`` of ``a = U S V^T``, through a
+    QR of ``a`` and an SVD of the ``k x k`` factor) -> varimax rotation
+    (restarted from the identity) -> columns flipped to a positive sum of
+    cubes -> Euclidean projection onto ``{||.||_1 <= budget}`` (a no-op when
+    the matrix is already inside). Ordering the columns by explained
+    variance needs the data and is done by the iteration.
+
+    Args:
+      a: ``(m, k)`` float array, ``m >= k``.
+      budget: L1 radius, or ``None`` for no shrinkage.
+      rotate: ``'varimax'`` or ``'none'``.
+
+    Returns:
+      ``(m, k)`` array.
+    """
+    q = polar(a)
+    if rotate == "varimax":
+        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER).rotated
+    q = flip_skewness(q)
+    if budget is not None:
+        q = project_l1_ball(q, budget)
+    return q
+
+
+def _order_by(a: jax.Array, product: jax.Array):
+    """Permute the columns of ``a`` and ``product`` by decreasing ``||product_j||^2``."""
+    order = jnp.argsort(-jnp.sum(product * product, axis=0))
+    return a[:, order], product[:, order]
+
+
+class _LoopState(NamedTuple):
+    i: jax.Array
+    y: jax.Array
+    xy: jax.Array
+    z: jax.Array
+    change: jax.Array
+
+
+def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotate):
+    """The SCA alternation as one ``lax.while_loop``.
+
+    ``apply(y) = X_c y`` (``(p, k) -> (n, k)``), ``apply_t(z) = X_c^T z``.
+    """
+    dtype = y0.dtype
+    xy0 = apply(y0)
+    z0 = jnp.zeros(xy0.shape, dtype)
+    init = _LoopState(jnp.zeros((), jnp.int32), y0, xy0, z0, jnp.full((), jnp.inf, dtype))
+
+    def cond(s):
+        return (s.i < max_iter) & (s.change > tol)
+
+    def body(s):
+        z = prs(s.xy, None, rotate=rotate)  # k sqrt(n) budget: never binding
+        z, xtz = _order_by(z, apply_t(z))
+        y = prs(xtz, gamma, rotate=rotate)
+        y, xy = _order_by(y, apply(y))
+        change = jnp.maximum(jnp.max(jnp.abs(z - s.z)), jnp.max(jnp.abs(y - s.y)))
+        # The first step compares against the unrotated SVD start: never "converged".
+        change = jnp.where(s.i == 0, jnp.inf, change)
+        return _LoopState(s.i + 1, y, xy, z, change)
+
+    return jax.lax.while_loop(cond, body, init)
+
+
+def _finish(x, mean, state: _LoopState, scores, tol):
+    """Scores, ``B``, cumulative explained variance and flags from a final state."""
+    y, z = state.y, state.z
+    b = z.T @ scores
+    q, r = jnp.linalg.qr(y, mode="reduced")
+    captured = jnp.sum(centred_matmul(x, mean, q) ** 2, axis=0)
+    # A column of Y in the span of the earlier ones (or zero) adds nothing.
+    diag = jnp.abs(jnp.diag(r))
+    captured = jnp.where(diag > 10 * jnp.finfo(y.dtype).eps * jnp.max(diag), captured, 0)
+    total = jnp.sum((x - mean[None, :]) ** 2)
+    ratio = jnp.where(total > 0, jnp.cumsum(captured) / jnp.where(total > 0, total, 1), 0)
+    return SCAResult(y, scores, z, b, ratio, jnp.linalg.norm(b), mean, state.i,
+                     state.change <= tol, state.change)
+
+
+@partial(jax.jit, static_argnames=("rotate",))
+def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5,
+                max_iter=1000, rotate: str = "varimax") -> SCAResult:
+    """Run the SCA iteration on ``X`` in memory, from the loadings ``y0``.
+
+    ``Z <- PRS(X_c Y)``, ``Y <- PRS(X_c^T Z, gamma)`` until no entry of ``Z``
+    or ``Y`` changes by more than ``tol`` (Chen & Rohe; module doc). The mean
+    is folded into each product.
+
+    Args:
+      x: ``(n, p)`` float array.
+      mean: ``(p,)`` column means (zeros for uncentred data).
+      y0: ``(p, k)`` starting loadings, usually the top right singular vectors.
+      gamma: L1 budget of the loadings (scalar, traced).
+      tol: stopping tolerance on the largest entry change (traced).
+      max_iter: iteration cap (traced).
+      rotate: ``'varimax'`` or ``'none'`` (static).
+
+    Returns:
+      :class:`SCAResult`.
+    """
+    gamma = jnp.asarray(gamma, x.dtype)
+    apply = lambda y: centred_matmul(x, mean, y)  # noqa: E731
+    apply_t = lambda z: centred_rmatmul(x, mean, z)  # noqa: E731
+    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate)
+    return _finish(x, mean, state, state.xy, tol)
+
+
+@partial(jax.jit, static_argnames=("n_components", "rotate"))
+def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Array,
+                        vt: jax.Array, gamma, *, n_components: int, tol=1e-5, max_iter=1000,
+                        rotate: str = "varimax") -> SCAResult:
+    """The SCA iteration on the rank-``r`` approximation ``X_c ~ U diag(s) Vt``.
+
+    Each product costs ``O((n + p) r k)`` instead of ``O(n p k)``:
+    ``X_c Y ~ U (s * (Vt Y))`` and ``X_c^T Z ~ Vt^T (s * (U^T Z))``; the start
+    is ``Y_0 = Vt[:k]^T``. This solves the SCA problem for the rank-``r``
+    matrix, an approximation of the problem for ``X`` (exact when ``X_c`` has
+    rank ``r``); the returned scores, ``B``, objective and explained variance
+    are computed with ``X`` itself (two more products).
+
+    Args:
+      x: ``(n, p)`` data; mean: ``(p,)`` column means.
+      u: ``(n, r)``; s: ``(r,)``; vt: ``(r, p)``: truncated SVD of ``X_c``.
+      gamma: L1 budget of the loadings (traced).
+      n_components: ``k <= r`` (static).
+      tol, max_iter, rotate: as for :func:`sca_iterate`.
+
+    Returns:
+      :class:`SCAResult`.
+    """
+    dtype = x.dtype
+    gamma = jnp.asarray(gamma, dtype)
+    apply = lambda y: u @ (s[:, None] * (vt @ y))  # noqa: E731
+    apply_t = lambda z: vt.T @ (s[:, None] * (u.T @ z))  # noqa: E731
+    y0 = vt[:n_components].T
+    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, dtype), max_iter, rotate)
+    scores = centred_matmul(x, mean, state.y)
+    return _finish(x, mean, state, scores, tol)
+
+
+def default_gamma(n_features: int, n_components: int) -> float:
+    """epca's default L1 budget ``sqrt(p k)``: between the infeasible ``k``
+    (unit columns cannot be sparser) and the inactive ``k sqrt(p)``."""
+    return math.sqrt(n_features * n_components)
+
+
+def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5,
+        max_iter: int = 1000, rotate: str = "varimax", reduced_rank: int | None = None,
+        svd_solver: str = "auto") -> SCAResult:
+    """Sparse component analysis of ``X`` in memory: initial SVD plus iteration.
+
+    Starts from the top ``k`` right singular vectors of ``X_c`` (exact by
+    covariance ``eigh``/thin SVD for small ``p``, else randomized; see
+    :mod:`jaxfactor._policy`), then runs :func:`sca_iterate`. With
+    ``reduced_rank=r`` the iteration runs on the rank-``r`` randomized SVD
+    instead (:func:`sca_iterate_reduced`, an approximation).
+
+    Args:
+      x: ``(n, p)`` float array; the kernels assume it is finite.
+      n_components: ``k <= min(n, p)``.
+      key: ``jax.random`` key for the randomized SVD.
+      gamma: L1 budget of the ``(p, k)`` loadings (default ``sqrt(p k)``).
+      tol, max_iter, rotate: see :func:`sca_iterate`.
+      reduced_rank: ``None`` (iterate on ``X``) or ``r`` in ``[k, min(n, p)]``.
+      svd_solver: ``'auto'``, ``'full'`` or ``'randomized'`` for the start.
+
+    Returns:
+      :class:`SCAResult`.
+    """
+    n, p = x.shape
+    k = n_components
+    gamma = default_gamma(p, k) if gamma is None else gamma
+    if reduced_rank is not None:
+        svd = randomized_svd(x, reduced_rank, key=key, center=True, compute_u=True)
+        return sca_iterate_reduced(x, svd.mean, svd.u, svd.s, svd.vt, gamma, n_components=k,
+                                   tol=tol, max_iter=max_iter, rotate=rotate)
+    solver = choose_svd_solver(svd_solver, n, p, k, True)
+    if solver == "full":
+        start = pca_full(ArraySource(x), k, dtype=x.dtype)
+        mean, y0 = start.mean, start.components.T
+    else:
+        start = randomized_svd(x, k, key=key, center=True, compute_u=False)
+        mean, y0 = start.mean, start.vt.T
+    return sca_iterate(x, mean, y0, gamma, tol=tol, max_iter=max_iter, rotate=rotate)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class SCA(Factorizer):
+    """Sparse component analysis (Chen & Rohe), the method of R's ``epca::sca``.
+
+    Finds sparse loadings ``Y`` (``p x k``, ``||Y||_1 <= gamma``) and an
+    orthonormal ``Z`` with ``X_c ~ Z B Y^T``: a varimax-rotated, soft-thresholded
+    PCA basis that keeps nearly PCA's explained variance with many exact zeros.
+    See :mod:`jaxfactor.sca` for the algorithm.
+
+    Args:
+      n_components: ``k`` in ``[1, min(n, p)]``; ``None`` for ``min(n, p)``.
+      gamma: L1 budget of the whole loading matrix; ``None`` for ``sqrt(p k)``.
+        Meaningful values lie in ``[k, k sqrt(p)]``: below ``k`` unit columns
+        cannot meet it (the loadings shrink below unit norm), above
+        ``k sqrt(p)`` it never binds (SCA is then varimax-rotated PCA). Values
+        outside that range give a ``UserWarning``; ``gamma <= 0`` or
+        non-finite a ``ValueError``.
+      rotate: ``'varimax'`` (SCA) or ``'none'`` (no rotation: sparse matrix
+        approximation with the SVD basis, epca's ``sma`` without rotation).
+      max_iter: iteration cap (``ConvergenceWarning`` when reached).
+      tol: stop when no entry of ``Z`` or ``Y`` changes by more than ``tol``.
+      reduced_rank: ``None`` (iterate on ``X``) or ``r >= k``: iterate on the
+        rank-``r`` randomized SVD of ``X_c`` (much cheaper per iteration for
+        large ``n x p``; an approximation, see
+        :func:`sca_iterate_reduced`).
+      svd_solver: initial SVD: ``'auto'``, ``'full'`` or ``'randomized'``.
+      random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
+        a numpy generator or a ``jax.random`` key.
+
+    Attributes:
+      components_: ``(k, p)`` sparse loadings (``Y^T``), ordered by explained
+        variance, each with a positive sum of cubes.
+      mean_: ``(p,)``.
+      B_: ``(k, k)`` ``Z^T X_c Y``.
+      explained_variance_ratio_: ``(k,)`` CUMULATIVE proportion of variance
+        explained by the span of the first ``j`` loadings (projection-based,
+        as ``epca``'s ``cpve``; unlike ``PCA.explained_variance_ratio_``, which is
+        per component).
+      sparsity_: fraction of exact zeros in ``components_``.
+      gamma_: the budget used; objective_: ``||B_||_F``.
+      n_iter_: iterations run; converged_: bool.
+      n_components_, n_samples_, n_features_in_: ints.
+    """
+
+    def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
+                 tol=1e-5, reduced_rank=None, svd_solver="auto", random_state=None):
+        self.n_components = n_components
+        self.gamma = gamma
+        self.rotate = rotate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reduced_rank = reduced_rank
+        self.svd_solver = svd_solver
+        self.random_state = random_state
+
+    def _check_params(self, n, p):
+        k = V.check_n_components(self.n_components, n, p)
+        if self.rotate not in ROTATIONS:
+            raise ValueError(f"rotate must be one of {ROTATIONS}, got {self.rotate!r}")
+        if self.svd_solver not in ("auto", "full", "randomized"):
+            raise ValueError(f"svd_solver must be 'auto', 'full' or 'randomized', "
+                             f"got {self.svd_solver!r}")
+        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
+                or self.max_iter < 1):
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if not _is_real(self.tol) or not self.tol >= 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+        r = self.reduced_rank
+        if r is not None:
+            if isinstance(r, bool) or not isinstance(r, numbers.Integral):
+                raise TypeError(f"reduced_rank must be an int or None, got {r!r}")
+            if not k <= r <= min(n, p):
+                raise ValueError(f"reduced_rank={r} must lie between n_components={k} and "
+                                 f"min(n_samples, n_features)={min(n, p)}")
+        gamma = self.gamma
+        if gamma is None:
+            gamma = default_gamma(p, k)
+        elif not _is_real(gamma) or not math.isfinite(gamma) or gamma <= 0:
+            raise ValueError(f"gamma must be a positive finite number (an L1 budget), "
+                             f"got {gamma!r}")
+        gamma = float(gamma)
+        if gamma < k:
+            warnings.warn(f"gamma={gamma:.4g} < n_components={k}: unit-norm loadings cannot meet "
+                          f"the budget, so they are shrunk below unit norm", UserWarning,
+                          stacklevel=3)
+        elif gamma > k * math.sqrt(p):
+            warnings.warn(f"gamma={gamma:.4g} > n_components * sqrt(n_features)="
+                          f"{k * math.sqrt(p):.4g}: the budget is inactive and the loadings "
+                          f"are varimax-rotated principal axes (not sparse)", UserWarning,
+                          stacklevel=3)
+        return k, gamma
+
+    def fit(self, X, y=None):
+        """Fit the model on ``X``.
+
+        Args:
+          X: ``(n_samples, n_features)`` float array (numpy, JAX, torch).
+          y: ignored.
+
+        Returns:
+          ``self``.
+        """
+        arr, _ = self._intake(X, reset=True, min_samples=2)
+        n, p = arr.shape
+        k, gamma = self._check_params(n, p)
+        key = V.check_random_state_key(self.random_state)
+        res = sca(arr, k, key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
+                  rotate=self.rotate, reduced_rank=self.reduced_rank, svd_solver=self.svd_solver)
+        self.components_ = np.asarray(res.loadings).T.copy()
+        self.mean_ = np.asarray(res.mean)
+        self.B_ = np.asarray(res.b)
+        self.explained_variance_ratio_ = np.asarray(res.explained_variance_ratio)
+        self.sparsity_ = float(np.mean(self.components_ == 0))
+        self.gamma_ = gamma
+        self.objective_ = float(res.objective)
+        self.n_iter_ = int(res.n_iter)
+        self.converged_ = bool(res.converged)
+        self.n_components_ = k
+        self.n_samples_ = int(n)
+        if not self.converged_:
+            V.warn_not_converged("SCA", self.n_iter_, float(res.change), float(self.tol))
+        return self
+
+    def transform(self, X):
+        """Scores ``(X - mean_) components_^T`` (epca's ``X Y``).
+
+        Args:
+          X: ``(n, p)`` float array (numpy, JAX or torch).
+
+        Returns:
+          ``(n, k)`` scores, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        arr, kind = self._intake(X, reset=False)
+        out = _centred_transform(arr, jnp.asarray(self.components_, arr.dtype),
+                                 jnp.asarray(self.mean_, arr.dtype))
+        return V.restore_kind(out, kind)
+
+    def inverse_transform(self, X):
+        """Data-space points from scores: ``X pinv(Y) + mean_``.
+
+        For scores ``S = X_c Y`` this is the orthogonal projection of ``X_c``
+        onto the span of the loadings (``Y`` need not be orthonormal), so
+        ``inverse_transform(transform(X))`` is the rank-``k`` reconstruction
+        whose share of variance is ``explained_variance_ratio_[-1]``.
+
+        Args:
+          X: ``(n, k)`` scores.
+
+        Returns:
+          ``(n, p)``, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        kind = V.array_kind(X)
+        arr = V.check_matrix(X, "X")
+        if arr.shape[1] != self.n_components_:
+            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
+                             f"was fitted with {self.n_components_}")
+        back = np.linalg.pinv(self.components_.T.astype(np.float64)).astype(arr.dtype)
+        out = arr @ jnp.asarray(back) + jnp.asarray(self.mean_, arr.dtype)
+        return V.restore_kind(out, kind)
