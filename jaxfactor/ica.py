@@ -1,0 +1,709 @@
+"""Independent component analysis by FastICA: whitening and fixed-point kernels, and ``FastICA``.
+
+FastICA (Hyvarinen 1999, "Fast and robust fixed-point algorithms for
+independent component analysis"; Hyvarinen, Karhunen & Oja 2001, tables 8.3
+and 8.4) runs in two stages:
+
+1. **Whitening by PCA to k components.** With ``X_c = X - 1 mean^T`` and its
+   top-``k`` SVD ``X_c ~ U diag(s) Vt``, the whitening matrix is
+   ``K = diag(1/s) Vt`` (``(k, p)``, scikit-learn's ``whitening_``) and the
+   whitened data ``Z = sqrt(n) X_c K^T = sqrt(n) U`` (``(n, k)``) have
+   identity covariance (``Z^T Z / n = I``). For large ``p`` the SVD is the
+   project's randomized SVD (:func:`jaxfactor.randomized.randomized_svd`), so a
+   ``p x p`` eigendecomposition is never formed; small problems use the exact
+   covariance ``eigh`` or thin SVD. This stage is the expensive one
+   (``O(n p k)``); everything after it works on the small ``(n, k)`` matrix.
+2. **The fixed-point iteration** on ``Z`` for an orthogonal ``W`` (``(k, k)``),
+   with the contrast ``G`` and its derivatives ``g = G'``, ``g'``:
+
+   * parallel: ``W <- E[g(W z) z^T] - diag(E[g'(W z)]) W`` followed by the
+     symmetric decorrelation ``W <- (W W^T)^{-1/2} W`` (an ``eigh`` of the
+     ``k x k`` matrix ``W W^T``). One iteration is two ``k x k x n`` products
+     (``Y = Z W^T`` and ``g(Y)^T Z``) plus ``O(k^3)``.
+   * deflation: one row at a time, ``w <- E[z g(w^T z)] - E[g'(w^T z)] w``,
+     Gram-Schmidt against the rows already found, normalised.
+
+   Contrasts: ``logcosh`` (``g(u) = tanh(alpha u)``, ``1 <= alpha <= 2``),
+   ``exp`` (``g(u) = u exp(-u^2/2)``) and ``cube`` (``g(u) = u^3``).
+   Convergence: ``max_i | |<w_i^new, w_i^old>| - 1 | < tol`` (scikit-learn's
+   criterion). The loops are ``lax.while_loop`` (inside a ``fori_loop`` over
+   components for deflation) in one jitted program.
+
+Kernels: :func:`whiten`, :func:`fastica_parallel`, :func:`fastica_deflation`,
+:func:`fastica` (dispatch), :func:`symmetric_decorrelation`.
+Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from ._base import Factorizer
+from ._linalg import symmetric_inverse_sqrt
+from ._policy import choose_svd_solver
+from .pca import pca_full
+from .pca import transform as _centred_transform
+from .randomized import randomized_svd
+from .sources import ArraySource
+
+__all__ = [
+    "WhiteningResult",
+    "ICAResult",
+    "CONTRASTS",
+    "WHITEN_SOLVERS",
+    "whiten",
+    "symmetric_decorrelation",
+    "fastica_parallel",
+    "fastica_deflation",
+    "fastica",
+    "FastICA",
+]
+
+CONTRASTS = ("logcosh", "exp", "cube")
+ALGORITHMS = ("parallel", "deflation")
+WHITEN_OPTIONS = ("unit-variance", "arbitrary-variance", False)
+WHITEN_SOLVERS = ("auto", "eigh", "svd", "randomized")
+SVD_MAX_ENTRIES = 1 << 22
+
+
+def choose_whiten_solver(solver: str, n_samples: int, n_features: int, n_components: int) -> str:
+    """Resolve ``whiten_solver='auto'``: :func:`jaxfactor._policy.choose_svd_solver`
+    decides exact vs randomized; an exact whitening of a small matrix
+    (``n p <= 2^22`` entries) is a thin SVD (one compiled program, accurate to
+    ``eps``), a larger one the covariance ``eigh`` (one pass, ``O(n p^2)``).
+    Any other value is returned as is."""
+    if solver != "auto":
+        return solver
+    if choose_svd_solver("auto", n_samples, n_features, n_components, True) != "full":
+        return "randomized"
+    return "svd" if n_samples * n_features <= SVD_MAX_ENTRIES else "eigh"
+
+
+class WhiteningResult(NamedTuple):
+    """PCA whitening of ``X`` to ``k`` components.
+
+    Attributes:
+      white: ``(n, k)`` whitened data ``Z = sqrt(n) (X - 1 mean^T) K^T``,
+        zero mean, ``Z^T Z / n = I``.
+      components: ``(k, p)`` principal axes ``Vt`` (orthonormal rows); the
+        sign of each row makes its first entry non-negative (scikit-learn's
+        whitening convention, so that a user ``w_init`` means the same in
+        both libraries).
+      singular_values: ``(k,)`` singular values ``s`` of the centred data,
+        descending.
+      mean: ``(p,)`` column means.
+    """
+
+    white: jax.Array
+    components: jax.Array
+    singular_values: jax.Array
+    mean: jax.Array
+
+    @property
+    def whitening(self) -> jax.Array:
+        """``(k, p)`` whitening matrix ``K = diag(1/s) Vt`` (scikit-learn's ``whitening_``)."""
+        return self.components / self.singular_values[:, None]
+
+
+class ICAResult(NamedTuple):
+    """Result of the FastICA fixed-point iteration on whitened data.
+
+    Attributes:
+      w: ``(k, k)`` unmixing matrix of the whitened data (orthogonal rows);
+        the sources are ``Z W^T``.
+      n_iter: ``()`` int32, iterations run (deflation: the most any one
+        component needed).
+      converged: ``()`` bool, whether every component met ``tol``.
+      change: ``()`` final change ``max_i | |<w_i^new, w_i^old>| - 1 |``.
+    """
+
+    w: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    change: jax.Array
+
+
+# ------------------------------------------------------------------ whitening
+
+
+def _first_entry_signs(vt):
+    signs = jnp.sign(vt[:, 0])
+    return jnp.where(signs == 0, 1, signs).astype(vt.dtype)
+
+
+@jax.jit
+def _white_from_axes(x, mean, vt, s):
+    """Flip ``vt`` to the first-entry convention and project: ``Z = sqrt(n) X_c Vt^T / s``."""
+    signs = _first_entry_signs(vt)
+    vt = vt * signs[:, None]
+    y = x @ vt.T - (mean @ vt.T)[None, :]
+    scale = jnp.sqrt(jnp.asarray(x.shape[0], x.dtype)) / jnp.maximum(s, jnp.finfo(x.dtype).tiny)
+    return y * scale[None, :], vt
+
+
+@partial(jax.jit, static_argnames=("n_components",))
+def _whiten_svd(x, n_components):
+    n = x.shape[0]
+    mean = jnp.mean(x, axis=0)
+    u, s, vt = jnp.linalg.svd(x - mean, full_matrices=False)
+    u, s, vt = u[:, :n_components], s[:n_components], vt[:n_components]
+    signs = _first_entry_signs(vt)
+    white = u * (signs * jnp.sqrt(jnp.asarray(n, x.dtype)))[None, :]
+    return WhiteningResult(white, vt * signs[:, None], s, mean)
+
+
+@jax.jit
+def _white_from_u(u, vt, s, mean):
+    signs = _first_entry_signs(vt)
+    white = u * (signs * jnp.sqrt(jnp.asarray(u.shape[0], u.dtype)))[None, :]
+    return WhiteningResult(white, vt * signs[:, None], s, mean)
+
+
+def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
+           key: jax.Array | None = None, **randomized_kwargs) -> WhiteningResult:
+    """PCA whitening of ``x`` to ``n_components`` dimensions.
+
+    Computes the top-``k`` SVD of the centred data ``X_c = U diag(s) Vt`` and
+    returns ``Z = sqrt(n) U`` (``= sqrt(n) X_c Vt^T diag(1/s)``), the data in
+    the principal subspace scaled to identity covariance (Hyvarinen et al.
+    2001, eq. 6.33). Solvers:
+
+    * ``'eigh'``: exact, :func:`jaxfactor.pca.pca_full` (covariance ``eigh``
+      when ``n >= p``, thin SVD otherwise), then one projection pass;
+    * ``'svd'``: exact thin SVD of the centred data;
+    * ``'randomized'``: :func:`jaxfactor.randomized.randomized_svd` with the
+      mean folded in (``X_c`` is never formed), ``O(n p k)``;
+    * ``'auto'``: :func:`choose_whiten_solver`: exact for ``p <= 1024`` or
+      ``k >= 0.4 min(n, p)`` (``'svd'`` for small matrices, ``'eigh'``
+      otherwise), randomized otherwise -- so ``p = 16384`` never meets a
+      ``p x p`` eigendecomposition unless ``'eigh'`` is asked for.
+
+    Args:
+      x: ``(n, p)`` float32/float64 array, ``n >= 2``.
+      n_components: ``k <= min(n - 1, p)``.
+      solver: one of :data:`WHITEN_SOLVERS`.
+      key: ``jax.random`` key for the randomized solver.
+      **randomized_kwargs: ``method``, ``n_oversamples``, ``n_iter``,
+        ``block_size`` for :func:`~jaxfactor.randomized.randomized_svd`.
+
+    Returns:
+      :class:`WhiteningResult`. Assumes ``x`` is finite and the centred data
+      have rank ``>= k`` (callers check ``singular_values``).
+    """
+    n, p = x.shape
+    k = int(n_components)
+    solver = choose_whiten_solver(solver, n, p, k)
+    if solver == "svd":
+        return _whiten_svd(x, k)
+    if solver == "eigh":
+        res = pca_full(ArraySource(x), k, dtype=x.dtype)
+        s = jnp.sqrt(res.explained_variance * max(n - 1, 1))
+        white, vt = _white_from_axes(x, res.mean, res.components, s)
+        return WhiteningResult(white, vt, s, res.mean)
+    if solver == "randomized":
+        key = jax.random.key(0) if key is None else key
+        svd = randomized_svd(x, k, key=key, center=True, compute_u=True, **randomized_kwargs)
+        return _white_from_u(svd.u, svd.vt, svd.s, svd.mean)
+    raise ValueError(f"solver must be one of {WHITEN_SOLVERS}, got {solver!r}")
+
+
+# ------------------------------------------------------------------ contrasts
+
+
+def _contrast(fun: str, y: jax.Array, alpha) -> tuple[jax.Array, jax.Array]:
+    """``(g(y), mean over samples of g'(y))`` for samples along axis 0."""
+    if fun == "logcosh":
+        gy = jnp.tanh(alpha * y)
+        return gy, jnp.mean(alpha * (1 - gy * gy), axis=0)
+    if fun == "exp":
+        e = jnp.exp(-0.5 * y * y)
+        return y * e, jnp.mean((1 - y * y) * e, axis=0)
+    if fun == "cube":
+        return y * y * y, jnp.mean(3 * y * y, axis=0)
+    raise ValueError(f"fun must be one of {CONTRASTS}, got {fun!r}")
+
+
+def symmetric_decorrelation(w: jax.Array) -> jax.Array:
+    """Symmetric decorrelation ``(W W^T)^{-1/2} W``: the orthogonal matrix
+    nearest to ``w`` (its polar factor), by an ``eigh`` of ``W W^T``.
+
+    Args:
+      w: ``(k, k)`` float array of full rank.
+
+    Returns:
+      ``(k, k)`` array with orthonormal rows.
+    """
+    return symmetric_inverse_sqrt(w @ w.T) @ w
+
+
+# ------------------------------------------------------------------ iterations
+
+
+@partial(jax.jit, static_argnames=("fun",))
+def fastica_parallel(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
+                     alpha=1.0, tol=1e-4, max_iter: int = 200) -> ICAResult:
+    """Parallel (symmetric) FastICA on whitened data (Hyvarinen 1999, eq. 8.4).
+
+    Iterates ``W <- decorrelate(E[g(W z) z^T] - diag(E[g'(W z)]) W)`` from
+    ``decorrelate(w_init)`` until ``max_i | |<w_i^new, w_i>| - 1 | < tol`` or
+    ``max_iter`` iterations, in a ``lax.while_loop``.
+
+    Args:
+      white: ``(n, k)`` whitened data (zero mean, identity covariance).
+      w_init: ``(k, k)`` starting matrix (any full-rank matrix).
+      fun: contrast, one of :data:`CONTRASTS` (static).
+      alpha: logcosh constant in ``[1, 2]``.
+      tol: convergence tolerance (traced).
+      max_iter: iteration cap (traced: changing it does not recompile).
+
+    Returns:
+      :class:`ICAResult`.
+    """
+    return _parallel(white, w_init, fun, alpha, tol, max_iter)
+
+
+def _parallel(white, w_init, fun, alpha, tol, max_iter):
+    n = white.shape[0]
+    dtype = white.dtype
+    w0 = symmetric_decorrelation(w_init.astype(dtype))
+    alpha = jnp.asarray(alpha, dtype)
+    tol = jnp.asarray(tol, dtype)
+
+    def cond(state):
+        _, it, change = state
+        return (it < max_iter) & (change >= tol)
+
+    def body(state):
+        w, it, _ = state
+        y = white @ w.T                                  # (n, k)
+        gy, gpy = _contrast(fun, y, alpha)
+        w1 = (gy.T @ white) / n - gpy[:, None] * w       # one (k, n) @ (n, k) product
+        w1 = symmetric_decorrelation(w1)
+        change = jnp.max(jnp.abs(jnp.abs(jnp.sum(w1 * w, axis=1)) - 1))
+        return w1, it + 1, change
+
+    state = (w0, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype))
+    w, it, change = jax.lax.while_loop(cond, body, state)
+    return ICAResult(w, it, change < tol, change)
+
+
+@partial(jax.jit, static_argnames=("fun",))
+def fastica_deflation(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
+                      alpha=1.0, tol=1e-4, max_iter: int = 200) -> ICAResult:
+    """Deflation FastICA on whitened data (Hyvarinen 1999, eq. 8.3).
+
+    For ``j = 0..k-1`` (a ``fori_loop``), starting from ``w_init[j]``:
+    ``w <- E[z g(w^T z)] - E[g'(w^T z)] w``, Gram-Schmidt against the rows
+    ``0..j-1`` already found, normalise; until ``| |<w_new, w>| - 1 | < tol``
+    or ``max_iter`` (a ``while_loop``).
+
+    Args:
+      white: ``(n, k)`` whitened data.
+      w_init: ``(k, k)`` starting rows.
+      fun, alpha, tol, max_iter: as for :func:`fastica_parallel`.
+
+    Returns:
+      :class:`ICAResult`: ``n_iter`` is the largest count of any component,
+      ``change`` the largest final change.
+    """
+    return _deflation(white, w_init, fun, alpha, tol, max_iter)
+
+
+def _deflation(white, w_init, fun, alpha, tol, max_iter):
+    n, k = white.shape
+    dtype = white.dtype
+    alpha = jnp.asarray(alpha, dtype)
+    tol = jnp.asarray(tol, dtype)
+    w_init = w_init.astype(dtype)
+
+    def one_component(j, carry):
+        w_all, most_iter, worst = carry
+        w = w_init[j] / jnp.linalg.norm(w_init[j])
+
+        def cond(state):
+            _, it, change = state
+            return (it < max_iter) & (change >= tol)
+
+        def body(state):
+            w, it, _ = state
+            y = white @ w                                 # (n,)
+            gy, gpy = _contrast(fun, y, alpha)
+            w1 = (gy @ white) / n - gpy * w
+            # Rows not yet found are zero, so projecting on all rows projects
+            # on the first j; twice for numerical orthogonality.
+            w1 = w1 - (w_all @ w1) @ w_all
+            w1 = w1 - (w_all @ w1) @ w_all
+            w1 = w1 / jnp.linalg.norm(w1)
+            change = jnp.abs(jnp.abs(jnp.dot(w1, w)) - 1)
+            return w1, it + 1, change
+
+        state = (w, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype))
+        w, it, change = jax.lax.while_loop(cond, body, state)
+        return w_all.at[j].set(w), jnp.maximum(most_iter, it), jnp.maximum(worst, change)
+
+    carry = (jnp.zeros((k, k), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
+    w, it, change = jax.lax.fori_loop(0, k, one_component, carry)
+    return ICAResult(w, it, change < tol, change)
+
+
+@partial(jax.jit, static_argnames=("algorithm", "fun"))
+def fastica(white: jax.Array, *, key: jax.Array | None = None, w_init: jax.Array | None = None,
+            algorithm: str = "parallel", fun: str = "logcosh", alpha=1.0, tol=1e-4,
+            max_iter: int = 200) -> ICAResult:
+    """FastICA on whitened data: draws the starting matrix and runs the algorithm,
+    in one compiled program.
+
+    Args:
+      white: ``(n, k)`` whitened data (e.g. :attr:`WhiteningResult.white`).
+      key: ``jax.random`` key; ``w_init`` is then ``N(0, 1)`` of shape
+        ``(k, k)`` (ignored when ``w_init`` is given; ``None`` means key 0).
+      w_init: ``(k, k)`` starting matrix, or ``None``.
+      algorithm: ``'parallel'`` or ``'deflation'`` (static).
+      fun, alpha, tol, max_iter: see :func:`fastica_parallel`.
+
+    Returns:
+      :class:`ICAResult`.
+    """
+    k = white.shape[1]
+    if w_init is None:
+        key = jax.random.key(0) if key is None else key
+        w_init = jax.random.normal(key, (k, k), white.dtype)
+    if algorithm == "parallel":
+        return _parallel(white, w_init, fun, alpha, tol, max_iter)
+    if algorithm == "deflation":
+        return _deflation(white, w_init, fun, alpha, tol, max_iter)
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+# ------------------------------------------------------------------ post-processing
+
+
+def _finish_whitened(white, w, components, s, unit_variance):
+    """Feature-space unmixing/mixing from ``W`` and the whitening (NumPy).
+
+    ``components_ = W' K`` with ``K = diag(1/s) Vt`` and ``W'`` the rows of
+    ``W`` divided by the source standard deviations when ``unit_variance``;
+    ``mixing_ = Vt^T diag(s) W'^{-1}`` (the pseudo-inverse of ``components_``,
+    exact because ``Vt`` has orthonormal rows and ``W'`` is invertible).
+    Small ``(k, k)`` algebra and two ``(k, k) x (k, p)`` products, so it runs
+    in NumPy (float64 for the inverse) instead of compiling a program per shape.
+
+    Returns:
+      ``(unmixing (k, p), mixing (p, k), source_variance (k,))``, the source
+      variances (``ddof=0``) of ``X_c components_^T``.
+    """
+    white, w = np.asarray(white), np.asarray(w)
+    components, s = np.asarray(components), np.asarray(s)
+    dtype = components.dtype
+    n = white.shape[0]
+    src = white @ w.T                          # = sqrt(n) X_c (W K)^T
+    std = np.sqrt(np.mean(np.square(src, dtype=np.float64), axis=0) / n)
+    scale = 1 / std if unit_variance else np.ones_like(std)
+    w_scaled = w.astype(np.float64) * scale[:, None]
+    unmixing = (w_scaled / s[None, :]).astype(dtype) @ components
+    mixing = components.T @ (s[:, None] * np.linalg.inv(w_scaled)).astype(dtype)
+    return unmixing, mixing, (std * scale) ** 2
+
+
+def _finish_unwhitened(x, w):
+    """Unmixing ``W``, mixing ``W^{-1}`` and source variances for ``whiten=False``."""
+    w = np.asarray(w)
+    src = np.asarray(x) @ w.T
+    return w, np.linalg.inv(w.astype(np.float64)).astype(w.dtype), np.var(src, axis=0, dtype=np.float64)
+
+
+def _order_and_sign(unmixing, mixing, source_variance):
+    """Sort by explained variance ``||a_i||^2 var(s_i)`` (descending, stable)
+    and flip so each normalised mixing column has a positive largest entry.
+
+    Returns:
+      ``(unmixing, mixing, directions (k, p), explained (k,), order, signs)``.
+    """
+    explained = np.sum(np.square(mixing, dtype=np.float64), axis=0) * source_variance
+    order = np.argsort(-explained, kind="stable")
+    mixing, unmixing, explained = mixing[:, order], unmixing[order], explained[order]
+    norms = np.linalg.norm(mixing, axis=0)
+    directions = (mixing / np.maximum(norms, np.finfo(mixing.dtype).tiny)).T
+    top = directions[np.arange(directions.shape[0]), np.argmax(np.abs(directions), axis=1)]
+    signs = np.where(top < 0, -1, 1).astype(mixing.dtype)
+    return (unmixing * signs[:, None], mixing * signs[None, :], directions * signs[:, None],
+            explained, order, signs)
+
+
+def _rank_floor(dtype, n, p, solver):
+    eps = float(np.finfo(dtype).eps)
+    if solver == "eigh":   # singular values from covariance eigenvalues: sqrt(eps) relative accuracy
+        return float(np.sqrt(eps * max(n, p))) * 10
+    return eps * max(n, p) * 10
+
+
+# ------------------------------------------------------------------ estimator
+
+
+class FastICA(Factorizer):
+    """FastICA: a drop-in for ``sklearn.decomposition.FastICA`` that scales to
+    wide data (``p = 16384``) and many components (``k`` up to thousands).
+
+    Whitening uses the project's randomized SVD when ``p`` is large (see
+    :func:`whiten`), and the fixed-point iteration runs as one jitted
+    ``lax.while_loop`` on the ``(n, k)`` whitened data.
+
+    Args:
+      n_components: ``k``, an int in ``[1, min(n_samples - 1, n_features)]``
+        (the whitened rank: centring removes one dimension), or ``None`` for
+        the numerical rank of the centred data (at most ``min(n - 1, p)``). An
+        explicit ``k`` larger than the numerical rank is an error. Ignored,
+        with a warning, when ``whiten=False`` (as in scikit-learn).
+      algorithm: ``'parallel'`` (symmetric decorrelation) or ``'deflation'``.
+      fun: contrast ``'logcosh'``, ``'exp'`` or ``'cube'``.
+      fun_args: ``{'alpha': a}`` for logcosh, ``1 <= a <= 2`` (default 1).
+      whiten: ``'unit-variance'`` (sources scaled to unit variance),
+        ``'arbitrary-variance'`` (scikit-learn's unscaled sources) or
+        ``False`` (data assumed white already; no centring, ``k = p``).
+      max_iter: iteration cap (per component for deflation).
+      tol: tolerance on ``max_i | |<w_i^new, w_i^old>| - 1 |``.
+      w_init: ``(k, k)`` starting unmixing matrix of the whitened data
+        (scikit-learn's meaning, with the same whitening sign convention), or
+        ``None`` for a Gaussian draw from ``random_state``.
+      whiten_solver: ``'auto'``, ``'eigh'``, ``'svd'`` or ``'randomized'``
+        (see :func:`whiten`).
+      method, n_oversamples, n_iter, block_size: randomized range finder
+        settings (see :func:`jaxfactor.randomized.range_params`).
+      random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
+        a numpy generator or a ``jax.random`` key.
+
+    Attributes:
+      components_: ``(k, p)`` unmixing matrix in feature space; the sources are
+        ``(X - mean_) components_^T``.
+      mixing_: ``(p, k)`` its pseudo-inverse; ``X ~ sources mixing_^T + mean_``.
+      directions_: ``(k, p)`` feature-space direction of each component for
+        editing: mixing column ``i`` divided by its L2 norm, so every row has
+        unit norm, with the sign chosen so that its largest-magnitude entry is
+        positive.
+      explained_variance_: ``(k,)`` variance of the data carried by each
+        component, ``||mixing_[:, i]||^2 var(source_i)`` (``ddof=1``); it sums
+        to the variance of the whitened PCA subspace.
+      mean_: ``(p,)`` column means (zeros when ``whiten=False``).
+      whitening_: ``(k, p)`` whitening matrix ``diag(1/s) Vt`` (scikit-learn's
+        meaning: ``sqrt(n) (X - mean_) whitening_^T`` is white); absent when
+        ``whiten=False``.
+      n_iter_: iterations run (deflation: the most any component needed).
+      converged_: whether the iteration met ``tol``.
+      n_components_: ``k``; whiten_solver_: the whitening solver used.
+
+    Ordering and signs: components are sorted by ``explained_variance_``,
+    descending (ties keep the iteration's order), and the sign of each
+    component is the sign of its direction (largest-magnitude entry of
+    ``directions_[i]`` positive); ``components_``, ``mixing_`` and
+    ``directions_`` share the order and signs, so ``transform`` and
+    ``inverse_transform`` stay consistent.
+    """
+
+    def __init__(self, n_components=None, *, algorithm="parallel", fun="logcosh", fun_args=None,
+                 whiten="unit-variance", max_iter=200, tol=1e-4, w_init=None,
+                 whiten_solver="auto", method="krylov", n_oversamples=None, n_iter=None,
+                 block_size=None, random_state=None):
+        self.n_components = n_components
+        self.algorithm = algorithm
+        self.fun = fun
+        self.fun_args = fun_args
+        self.whiten = whiten
+        self.max_iter = max_iter
+        self.tol = tol
+        self.w_init = w_init
+        self.whiten_solver = whiten_solver
+        self.method = method
+        self.n_oversamples = n_oversamples
+        self.n_iter = n_iter
+        self.block_size = block_size
+        self.random_state = random_state
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self, n, p):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if not isinstance(self.fun, str) or self.fun not in CONTRASTS:
+            raise ValueError(f"fun must be one of {CONTRASTS}, got {self.fun!r}")
+        if isinstance(self.whiten, str):
+            if self.whiten not in WHITEN_OPTIONS:
+                raise ValueError(f"whiten must be one of {WHITEN_OPTIONS}, got {self.whiten!r}")
+        elif self.whiten is not False:
+            raise ValueError(f"whiten must be one of {WHITEN_OPTIONS}, got {self.whiten!r}")
+        if self.whiten_solver not in WHITEN_SOLVERS:
+            raise ValueError(f"whiten_solver must be one of {WHITEN_SOLVERS}, "
+                             f"got {self.whiten_solver!r}")
+        if self.method not in ("krylov", "subspace"):
+            raise ValueError(f"method must be 'krylov' or 'subspace', got {self.method!r}")
+        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
+                or self.max_iter < 1):
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if (isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real)
+                or not np.isfinite(self.tol) or self.tol < 0):
+            raise ValueError(f"tol must be a non-negative finite number, got {self.tol!r}")
+        fun_args = {} if self.fun_args is None else self.fun_args
+        if not isinstance(fun_args, dict) or set(fun_args) - {"alpha"}:
+            raise ValueError(f"fun_args must be None or a dict with the key 'alpha', "
+                             f"got {self.fun_args!r}")
+        alpha = fun_args.get("alpha", 1.0)
+        if not isinstance(alpha, numbers.Real) or not 1 <= alpha <= 2:
+            raise ValueError(f"fun_args['alpha'] must be in [1, 2], got {alpha!r}")
+        if self.whiten is False:
+            if self.n_components is not None:
+                warnings.warn("Ignoring n_components with whiten=False.", UserWarning, stacklevel=3)
+            return p, float(alpha)
+        k = self.n_components
+        if k is None:
+            return None, float(alpha)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"n_components must be an int or None, got {k!r}")
+        if k < 1:
+            raise ValueError(f"n_components={k} must be at least 1")
+        if k > p:
+            raise ValueError(f"n_components={k} is larger than n_features={p}: whitening keeps at "
+                             f"most min(n_samples - 1, n_features) = {min(n - 1, p)} components")
+        if k > n - 1:
+            raise ValueError(f"X has {n} samples, fewer than n_components + 1 = {k + 1}: after "
+                             f"centring the whitened rank is at most n_samples - 1 = {n - 1}; "
+                             f"use n_components <= {n - 1} or more samples")
+        return int(k), float(alpha)
+
+    def _check_w_init(self, k, dtype):
+        if self.w_init is None:
+            return None
+        w = np.asarray(self.w_init)
+        if w.shape != (k, k):
+            raise ValueError(f"w_init has shape {w.shape}; it must be (n_components, n_components) "
+                             f"= {(k, k)}")
+        w = V.check_matrix(w, "w_init").astype(dtype)
+        if not float(jnp.linalg.matrix_rank(w)) == k:
+            raise ValueError("w_init is rank deficient; it must be an invertible matrix")
+        return w
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Fit the model on ``X``.
+
+        Args:
+          X: ``(n_samples, n_features)`` float array (numpy, JAX or torch).
+          y: ignored.
+
+        Returns:
+          ``self``.
+        """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit and return the ``(n_samples, k)`` sources of ``X``."""
+        return self.fit(X).transform(X)
+
+    def _fit(self, X):
+        arr, _ = self._intake(X, reset=True, min_samples=2)
+        n, p = arr.shape
+        dtype = arr.dtype
+        k, alpha = self._check_params(n, p)
+        key = V.check_random_state_key(self.random_state)
+        key_whiten, key_init = jax.random.split(key)
+        rank_limit = min(n - 1, p)
+
+        if self.whiten is False:
+            w_user = self._check_w_init(k, dtype)
+            white = arr
+            self.whiten_solver_ = None
+        else:
+            solver = self.whiten_solver
+            k_req = rank_limit if k is None else k
+            solver = choose_whiten_solver(solver, n, p, k_req)
+            w_user = self._check_w_init(k_req, dtype) if k is not None else None
+            res = whiten(arr, k_req, solver=solver, key=key_whiten, method=self.method,
+                         n_oversamples=self.n_oversamples, n_iter=self.n_iter,
+                         block_size=self.block_size) if solver == "randomized" else \
+                whiten(arr, k_req, solver=solver)
+            s = np.asarray(res.singular_values, np.float64)
+            floor = _rank_floor(dtype, n, p, solver) * (s[0] if s.size and s[0] > 0 else 1.0)
+            rank = int(np.sum(s > floor))
+            if rank == 0:
+                raise ValueError("X has (numerically) zero variance after centring; FastICA "
+                                 "needs data that vary")
+            if rank < k_req:
+                if k is not None:
+                    raise ValueError(f"n_components={k} is larger than the numerical rank {rank} "
+                                     f"of the centred data (singular value {k} is {s[k - 1]:.3g}, "
+                                     f"below {floor:.3g}); use n_components <= {rank}")
+                res = WhiteningResult(res.white[:, :rank], res.components[:rank],
+                                      res.singular_values[:rank], res.mean)
+                k_req = rank
+            if k is None:
+                w_user = self._check_w_init(k_req, dtype)
+            k = k_req
+            white = res.white
+            self.whiten_solver_ = solver
+
+        result = fastica(white, key=key_init, w_init=w_user, algorithm=self.algorithm,
+                         fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter))
+        self.n_iter_ = int(result.n_iter)
+        self.converged_ = bool(result.converged)
+        if not self.converged_:
+            V.warn_not_converged("FastICA", self.n_iter_, float(result.change), float(self.tol))
+
+        if self.whiten is False:
+            parts = _finish_unwhitened(arr, result.w)
+            mean = np.zeros((p,), dtype)
+        else:
+            parts = _finish_whitened(white, result.w, res.components, res.singular_values,
+                                     unit_variance=self.whiten == "unit-variance")
+            mean = res.mean
+        unmixing, mixing, directions, explained, order, signs = _order_and_sign(*parts)
+        self.components_ = np.asarray(unmixing)
+        self.mixing_ = np.asarray(mixing)
+        self.directions_ = np.asarray(directions)
+        self.explained_variance_ = np.asarray(explained) * (n / max(n - 1, 1))
+        self.mean_ = np.asarray(mean)
+        if self.whiten is not False:
+            self.whitening_ = np.asarray(res.components) / np.asarray(res.singular_values)[:, None]
+        elif hasattr(self, "whitening_"):
+            del self.whitening_
+        self.n_components_ = int(k)
+        self._unmixing = np.asarray(result.w)[np.asarray(order)] * np.asarray(signs)[:, None]
+        return self
+
+    # ------------------------------------------------------------- transforms
+    def transform(self, X):
+        """Sources of ``X``: ``(X - mean_) components_^T``.
+
+        Args:
+          X: ``(n, p)`` float array (numpy, JAX or torch).
+
+        Returns:
+          ``(n, k)`` sources, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        arr, kind = self._intake(X, reset=False)
+        out = _centred_transform(arr, jnp.asarray(self.components_, arr.dtype),
+                                 jnp.asarray(self.mean_, arr.dtype))
+        return V.restore_kind(out, kind)
+
+    def inverse_transform(self, X):
+        """Mixed data from sources: ``X mixing_^T + mean_``.
+
+        Args:
+          X: ``(n, k)`` sources.
+
+        Returns:
+          ``(n, p)``, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        kind = V.array_kind(X)
+        arr = V.check_matrix(X, "X")
+        if arr.shape[1] != self.n_components_:
+            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
+                             f"was fitted with {self.n_components_}")
+        out = arr @ jnp.asarray(self.mixing_, arr.dtype).T + jnp.asarray(self.mean_, arr.dtype)
+        return V.restore_kind(out, kind)
