@@ -26,6 +26,7 @@ from ._linalg import svd_flip
 from ._policy import SOLVERS, choose_svd_solver
 from .accumulate import fold, moments
 from .randomized import randomized_svd, randomized_svd_source
+from .sharding import shard_rows
 from .sources import ArraySource, RowSource, is_source
 
 __all__ = ["PCAResult", "pca_full", "PCA", "transform", "inverse_transform"]
@@ -173,6 +174,9 @@ class PCA(Factorizer):
       block_rows: rows per block when reading a source.
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
+      mesh: a ``jax.sharding.Mesh`` (see :func:`jaxfactor.sharding.row_mesh`)
+        to split the rows of an in-memory ``X`` over its devices; ``None``
+        runs on the default device (the mesh of size one).
 
     Attributes:
       components_: ``(k, p)`` principal axes, largest-magnitude entry of each
@@ -185,7 +189,7 @@ class PCA(Factorizer):
 
     def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",
                  n_oversamples=None, n_iter=None, block_size=None, block_rows=4096,
-                 random_state=None):
+                 random_state=None, mesh=None):
         self.n_components = n_components
         self.solver = solver
         self.whiten = whiten
@@ -195,6 +199,7 @@ class PCA(Factorizer):
         self.block_size = block_size
         self.block_rows = block_rows
         self.random_state = random_state
+        self.mesh = mesh
 
     # ---------------------------------------------------------------- checks
     def _check_params(self, n, p):
@@ -254,6 +259,9 @@ class PCA(Factorizer):
                              "for row sources")
         rank = min(n, p)
         key = V.check_random_state_key(self.random_state)
+        if self.mesh is not None and in_memory and solver == "randomized":
+            # mean-padded rows add nothing to centred products; see sharding.shard_rows
+            arr, _ = shard_rows(arr, self.mesh)
         if solver == "full":
             res = pca_full(source, None, block_rows=self.block_rows, dtype=dtype)
             if isinstance(k, float):
@@ -266,7 +274,8 @@ class PCA(Factorizer):
                       n_iter=self.n_iter, block_size=self.block_size)
             if solver == "randomized":
                 svd = randomized_svd(arr, k, center=True, compute_u=False, **kw)
-                total = jnp.sum(jnp.var(arr, axis=0, ddof=1))
+                # sum of squared deviations over the (possibly mean-padded) rows / (n - 1)
+                total = jnp.sum(jnp.var(arr, axis=0)) * arr.shape[0] / max(n - 1, 1)
             else:
                 svd, mom = randomized_svd_source(source, k, center=True, block_rows=self.block_rows,
                                                  dtype=dtype, **kw)

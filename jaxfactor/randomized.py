@@ -19,7 +19,10 @@ vectors ``V = Q W``. Signs follow :func:`jaxfactor._linalg.svd_flip`.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -222,10 +225,50 @@ def _ritz_flip(r, basis, k):
     return s, vt
 
 
+def _save_checkpoint(path: str, fingerprint: str, stage: int, row: int, arrays: dict) -> None:
+    """Write the state atomically: a temporary file in the same directory,
+    then ``os.replace``, so a kill leaves either the old or the new file."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=directory)
+    os.close(fd)
+    try:
+        np.savez(tmp, __fingerprint__=np.array(fingerprint), __stage__=np.array(stage),
+                 __row__=np.array(row), **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_checkpoint(path: str, fingerprint: str):
+    """``(stage, row, arrays)`` from a checkpoint of the same run, else ``None``.
+
+    Raises:
+      ValueError: the file belongs to a different run (data shape, sizes, key).
+    """
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        if str(f["__fingerprint__"]) != fingerprint:
+            raise ValueError(f"checkpoint {path!r} was written by a different run (other data shape, "
+                             f"component count, range-finder sizes or key); delete it or pass another path")
+        arrays = {k: jnp.asarray(f[k]) for k in f.files if not k.startswith("__")}
+        return int(f["__stage__"]), int(f["__row__"]), arrays
+
+
+def _flatten(prefix: str, state) -> dict:
+    return {f"{prefix}.{name}": value for name, value in state._asdict().items()}
+
+
+def _unflatten(prefix: str, cls, arrays: dict):
+    return cls(**{name: arrays[f"{prefix}.{name}"] for name in cls._fields})
+
+
 def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Array,
                           method: str = "krylov", n_oversamples: int | None = None,
                           n_iter: int | None = None, block_size: int | None = None,
                           center: bool = True, block_rows: int = 4096, dtype=jnp.float32,
+                          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 16,
                           progress: Callable[[str, int, int], None] | None = None):
     """Randomized SVD of a matrix read as row blocks from a replayable source.
 
@@ -237,6 +280,13 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
     the mean folded in; the last pass accumulates the ``R`` factor of
     ``X_c Q`` by tall-skinny QR. In all ``n_iter + 1`` passes.
 
+    Long runs can be made resumable: with ``checkpoint`` set, the whole state
+    (accumulators, basis, stage and row counters) is written atomically to
+    that ``.npz`` every ``checkpoint_every`` blocks and at each pass boundary.
+    Calling again with the same arguments after an interruption resumes from
+    the file and gives the same result as an uninterrupted run; the file is
+    removed when the run completes.
+
     Args:
       source: a :class:`~jaxfactor.sources.RowSource` (``n`` rows of width ``p``).
       n_components: ``k``.
@@ -245,6 +295,8 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
       center: fold the column means in.
       block_rows: rows read per block.
       dtype: working dtype (float32 or float64).
+      checkpoint: path of the checkpoint file, or ``None``.
+      checkpoint_every: blocks between checkpoints.
       progress: optional ``callback(stage, done_rows, total_rows)``.
 
     Returns:
@@ -254,51 +306,88 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
     n, p = source.n_samples, source.n_features
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
+    dtype = jnp.dtype(dtype)
     omega = jax.random.normal(key, (p, params.block_size), dtype)
     mom_acc = accumulate.moments(p, dtype=dtype)
     prod_acc = accumulate.normal_product()
-
-    def blocks(stage):
-        done = 0
-        for block in source.blocks(block_rows):
-            block = jnp.asarray(block, dtype=dtype)
-            yield block
-            done += block.shape[0]
-            if progress is not None:
-                progress(stage, done, n)
-
-    # Pass 1: moments and the uncentred first product, from the same blocks.
-    mom_state = mom_acc.init()
-    prod_state = prod_acc.init(omega)
-    for block in blocks("sketch"):
-        mom_state = mom_acc.update(mom_state, block)
-        prod_state = prod_acc.update(prod_state, block)
-    mom = mom_acc.finalize(mom_state)
-    mean = mom.mean if center else jnp.zeros((p,), dtype)
-    first = prod_acc.finalize(prod_state)
-    if center:
-        first = _correct_uncentred(first, mean, mom.n_samples, omega)
-
-    def apply_normal(z):
-        state = prod_acc.init(z, mean)
-        for block in blocks("power"):
-            state = prod_acc.update(state, block)
-        return prod_acc.finalize(state)
-
-    if params.method == "subspace":
-        basis = range_basis(apply_normal, omega, params, first=first)
-    else:
-        basis = _extend_basis_jit(None, first)
-        last = basis
-        for _ in range(params.n_iter - 1):
-            width = basis.shape[1]
-            basis = _extend_basis_jit(basis, apply_normal(last))
-            last = basis[:, width:]
-        basis = basis[:, :params.basis_size]
-
     qr_acc = accumulate.tsqr()
-    state = qr_acc.init(basis, mean)
-    for block in blocks("project"):
-        state = qr_acc.update(state, block)
-    s, vt = _ritz_flip(qr_acc.finalize(state), basis, n_components)
-    return SVDResult(None, s, vt, mean), mom
+    fingerprint = json.dumps({"n": n, "p": p, "k": n_components, "params": list(params),
+                              "center": center, "block_rows": block_rows, "dtype": str(dtype),
+                              "key": np.asarray(jax.random.key_data(key)).tolist()})
+    path = None if checkpoint is None else os.fspath(checkpoint)
+    saved = _load_checkpoint(path, fingerprint) if path else None
+    stage, row, arrays = saved if saved else (0, 0, {})
+    last_stage = params.n_iter  # 0: sketch, 1..n_iter-1: power, n_iter: project
+
+    def run_pass(stage_name, accs, states, start_row, context):
+        n_blocks = 0
+        for lo in range(start_row, n, block_rows):
+            hi = min(lo + block_rows, n)
+            block = jnp.asarray(source.read(lo, hi), dtype=dtype)
+            states = {name: accs[name].update(st, block) for name, st in states.items()}
+            n_blocks += 1
+            if progress is not None:
+                progress(stage_name, hi, n)
+            if path and n_blocks % checkpoint_every == 0 and hi < n:
+                flat = dict(context)
+                for name, st in states.items():
+                    flat.update(_flatten(name, st))
+                _save_checkpoint(path, fingerprint, stage_now[0], hi, flat)
+        return states
+
+    stage_now = [stage]
+    context = {k: v for k, v in arrays.items() if k in ("basis", "last") or k.startswith("moments.")}
+
+    def boundary(next_stage, ctx):
+        stage_now[0] = next_stage
+        if path:
+            _save_checkpoint(path, fingerprint, next_stage, 0, ctx)
+
+    if stage == 0:
+        if row:
+            states = {"moments": _unflatten("moments", accumulate.MomentsState, arrays),
+                      "product": _unflatten("product", accumulate.NormalProductState, arrays)}
+        else:
+            states = {"moments": mom_acc.init(), "product": prod_acc.init(omega)}
+        states = run_pass("sketch", {"moments": mom_acc, "product": prod_acc}, states, row, {})
+        mom_state = states["moments"]
+        mean = mom_state.mean if center else jnp.zeros((p,), dtype)
+        first = prod_acc.finalize(states["product"])
+        if center:
+            first = _correct_uncentred(first, mean, mom_state.count, omega)
+        basis = _extend_basis_jit(None, first) if params.method == "krylov" else orthonormalize(first)
+        last = basis
+        context = {"basis": basis, "last": last, **_flatten("moments", mom_state)}
+        stage, row = 1, 0
+        boundary(stage, context)
+    mom_state = _unflatten("moments", accumulate.MomentsState, context)
+    mean = mom_state.mean if center else jnp.zeros((p,), dtype)
+    basis, last = context["basis"], context["last"]
+
+    while stage < last_stage:
+        if row:
+            states = {"product": _unflatten("product", accumulate.NormalProductState, arrays)}
+        else:
+            states = {"product": prod_acc.init(last, mean)}
+        states = run_pass("power", {"product": prod_acc}, states, row, context)
+        product = prod_acc.finalize(states["product"])
+        if params.method == "krylov":
+            width = basis.shape[1]
+            basis = _extend_basis_jit(basis, product)
+            last = basis[:, width:]
+        else:
+            basis = last = orthonormalize(product)
+        context = {**context, "basis": basis, "last": last}
+        stage, row = stage + 1, 0
+        boundary(stage, context)
+
+    basis = basis[:, :params.basis_size]
+    if row:
+        states = {"tsqr": _unflatten("tsqr", accumulate.TSQRState, arrays)}
+    else:
+        states = {"tsqr": qr_acc.init(basis, mean)}
+    states = run_pass("project", {"tsqr": qr_acc}, states, row, context)
+    s, vt = _ritz_flip(qr_acc.finalize(states["tsqr"]), basis, n_components)
+    if path and os.path.exists(path):
+        os.remove(path)
+    return SVDResult(None, s, vt, mean), mom_acc.finalize(mom_state)

@@ -61,3 +61,54 @@ def test_full_width_basis_is_exact(rng):
     s = np.linalg.svd(x.astype(np.float64), compute_uv=False)
     r = randomized_svd(jnp.asarray(x), 20, key=jax.random.key(0))
     np.testing.assert_allclose(np.asarray(r.s), s, rtol=1e-4, atol=1e-5)
+
+
+class _FlakySource:
+    """Rows of ``x``; raises once when row ``fail_at`` is requested in pass ``fail_pass``."""
+
+    def __init__(self, x, fail_at, fail_pass):
+        self.x, self.fail_at, self.fail_pass = x, fail_at, fail_pass
+        self.n_samples, self.n_features = x.shape
+        self.dtype = x.dtype
+        self.passes = 0
+        self.failed = False
+
+    def read(self, start, stop):
+        if start == 0:
+            self.passes += 1
+        if not self.failed and self.passes == self.fail_pass and start == self.fail_at:
+            self.failed = True
+            raise KeyboardInterrupt("simulated kill")
+        return self.x[start:stop]
+
+    def blocks(self, block_rows):
+        for lo in range(0, self.n_samples, block_rows):
+            yield self.read(lo, min(lo + block_rows, self.n_samples))
+
+
+@pytest.mark.parametrize("fail_pass", [1, 3, 6])
+def test_resume_after_interruption_gives_the_same_result(rng, tmp_path, fail_pass):
+    x = low_rank_data(rng, 400, 60, 8)
+    kw = dict(key=jax.random.key(2), block_rows=50, n_iter=5, checkpoint_every=2)
+    ref, ref_mom = randomized_svd_source(ArraySource(x), 5, **kw)
+    ckpt = tmp_path / "run.npz"
+    flaky = _FlakySource(x, fail_at=250, fail_pass=fail_pass)
+    with pytest.raises(KeyboardInterrupt):
+        randomized_svd_source(flaky, 5, checkpoint=ckpt, **kw)
+    assert ckpt.exists()
+    got, mom = randomized_svd_source(flaky, 5, checkpoint=ckpt, **kw)
+    np.testing.assert_array_equal(np.asarray(got.s), np.asarray(ref.s))
+    np.testing.assert_array_equal(np.asarray(got.vt), np.asarray(ref.vt))
+    np.testing.assert_array_equal(np.asarray(mom.variance), np.asarray(ref_mom.variance))
+    assert not ckpt.exists()
+
+
+def test_checkpoint_of_another_run_is_refused(rng, tmp_path):
+    x = low_rank_data(rng, 200, 30, 5)
+    ckpt = tmp_path / "run.npz"
+    flaky = _FlakySource(x, fail_at=100, fail_pass=2)
+    with pytest.raises(KeyboardInterrupt):
+        randomized_svd_source(flaky, 4, key=jax.random.key(0), block_rows=50, checkpoint=ckpt,
+                              checkpoint_every=1)
+    with pytest.raises(ValueError, match="different run"):
+        randomized_svd_source(ArraySource(x), 3, key=jax.random.key(0), block_rows=50, checkpoint=ckpt)

@@ -1,0 +1,75 @@
+"""Row sharding over a device mesh: the single device is the mesh of size one.
+
+Engines run their ordinary jitted kernels on row-sharded inputs and let XLA's
+SPMD partitioner (GSPMD) split the work: a product ``X Z`` with ``X`` sharded by
+rows and ``Z`` replicated stays sharded; ``X^T Y`` becomes per-device partial
+products followed by a collective sum (all-reduce); the small ``k x k`` and
+``p x k`` factors stay replicated. No home-made communication code.
+
+Multi-host: call ``jax.distributed.initialize()`` on every host first (with
+``coordinator_address``, ``num_processes`` and ``process_id``, or from the
+cluster's environment); ``jax.devices()`` then lists the devices of all hosts
+and :func:`row_mesh` spans them. Each host feeds only its own rows, e.g. with
+``jax.make_array_from_process_local_data(row_sharding(mesh), local_rows)``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["ROWS", "row_mesh", "row_sharding", "replicated", "shard_rows"]
+
+ROWS = "rows"
+
+
+def row_mesh(devices=None) -> Mesh:
+    """A 1-D mesh named ``'rows'`` over ``devices`` (default: all devices).
+
+    Args:
+      devices: a sequence of ``jax.Device`` or ``None``.
+
+    Returns:
+      ``jax.sharding.Mesh`` of shape ``(len(devices),)``.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.array(devices), (ROWS,))
+
+
+def row_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the first (row) axis over the mesh."""
+    return NamedSharding(mesh, PartitionSpec(ROWS, None))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_rows(x, mesh: Mesh, *, pad_with_mean: bool = True) -> tuple[jax.Array, int]:
+    """Place a matrix on ``mesh`` split by rows, padding rows to a multiple of
+    the mesh size.
+
+    Padding rows equal the column mean, so the mean of the padded matrix is
+    the mean of ``x`` and padded rows add exactly zero to every centred
+    product and second moment; callers divide by the true row count.
+    ``pad_with_mean=False`` pads with zeros (for uncentred products).
+
+    Args:
+      x: ``(n, p)`` array (numpy or JAX).
+      mesh: a mesh from :func:`row_mesh`.
+      pad_with_mean: pad with the column mean (default) or zeros.
+
+    Returns:
+      ``(sharded, n)``: the ``(n_padded, p)`` row-sharded array and the true
+      row count ``n``.
+    """
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    size = mesh.devices.size
+    pad = (-n) % size
+    if pad:
+        fill = jnp.mean(x, axis=0, keepdims=True) if pad_with_mean else jnp.zeros((1, x.shape[1]), x.dtype)
+        x = jnp.concatenate([x, jnp.broadcast_to(fill, (pad, x.shape[1]))], axis=0)
+    return jax.device_put(x, row_sharding(mesh)), n
