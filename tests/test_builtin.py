@@ -1,0 +1,329 @@
+"""Tests for the built-in digits GAN (bridges/builtin): weights, structure, attributes, training."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bridges.builtin.attributes import (  # noqa: E402
+    ATTRIBUTE_NAMES,
+    AttributeReference,
+    analytic_attributes,
+    compute_attributes,
+    digits_reference,
+    fit_reference,
+    to_probabilities,
+)
+from bridges.builtin.attributes import classifier_input, load_builtin_classifier  # noqa: E402
+from bridges.builtin.model import (  # noqa: E402
+    Generator,
+    WeightsError,
+    default_weights_path,
+    load_builtin_generator,
+    save_generator,
+)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return load_builtin_generator()
+
+
+# ---------------------------------------------------------------- weights and structure
+
+def test_shipped_weights_load_with_weights_only(generator):
+    path = default_weights_path()
+    blob = torch.load(path, map_location="cpu", weights_only=True)   # must not need pickle
+    assert blob["format"] == "jaxfactor-builtin-gan/1"
+    assert path.stat().st_size < 5 * 2**20
+    assert not generator.training
+    assert (generator.z_dim, generator.w_dim, generator.num_ws) == (64, 64, 4)
+    assert (generator.img_resolution, generator.img_channels) == (8, 1)
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert {"seed", "epochs", "torch", "date", "train_seconds"} <= set(provenance)
+
+
+def test_samples_shape_range_and_diversity(generator, rng):
+    z = torch.from_numpy(rng.standard_normal((64, generator.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        x = generator(z)
+    assert x.shape == (64, 1, 8, 8) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    assert x.min() >= -1 and x.max() <= 1
+    # Not collapsed: different latents give clearly different images.
+    spread = x.flatten(1).std(dim=0).mean().item()
+    assert spread > 0.1
+    # Eval mode: a sample does not depend on the rest of the batch (BatchNorm frozen).
+    with torch.no_grad():
+        alone = generator(z[:1])
+    torch.testing.assert_close(alone, x[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_samples_look_like_digits_to_attributes(generator, rng):
+    """The samples' ink mass and centroid lie in the range of the real digits."""
+    z = torch.from_numpy(rng.standard_normal((256, generator.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        attrs = compute_attributes(generator(z), layout="NCHW")
+    ref = digits_reference()
+    mean_z = (attrs.mean(axis=0) - ref.mean) / ref.std
+    assert np.all(np.abs(mean_z[[0, 2, 3]]) < 1.5), mean_z
+
+
+def test_init_block_hook_gives_1024_features(generator, rng):
+    modules = dict(generator.named_modules())
+    assert "synthesis.init" in modules
+    seen = {}
+    handle = modules["synthesis.init"].register_forward_hook(
+        lambda module, inputs, output: seen.setdefault("out", output))
+    try:
+        z = torch.from_numpy(rng.standard_normal((5, generator.z_dim)).astype(np.float32))
+        with torch.no_grad():
+            generator(z)
+    finally:
+        handle.remove()
+    out = seen["out"]
+    assert out.shape == (5, 64, 4, 4)
+    assert out.flatten(1).shape[1] == 1024
+    # The init block is ConvTranspose2d(w_dim, 2C, 4) + BatchNorm2d + GLU on w.
+    with torch.no_grad():
+        w = generator.mapping(z)
+        pre = modules["synthesis.init.norm"](modules["synthesis.init.conv"](w[:, :, None, None]))
+    a, b = pre[:, :64], pre[:, 64:]
+    torch.testing.assert_close(out, a * torch.sigmoid(b))
+
+
+def test_w_and_w_plus_paths_agree(generator, rng):
+    z = torch.from_numpy(rng.standard_normal((6, generator.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        w = generator.mapping(z)
+        assert w.shape == (6, generator.w_dim)
+        ws = w[:, None, :].repeat(1, generator.num_ws, 1)
+        torch.testing.assert_close(generator.synthesis(ws), generator(z))
+        # W+ really is per block: changing a later entry changes the image,
+        # but leaves the init features alone.
+        ws2 = ws.clone()
+        ws2[:, 3] += 1.0
+        assert not torch.allclose(generator.synthesis(ws2), generator(z))
+        torch.testing.assert_close(generator.synthesis.init(ws2[:, 0]),
+                                   generator.synthesis.init(ws[:, 0]))
+    with pytest.raises(ValueError, match="ws must have shape"):
+        generator.synthesis(w)
+
+
+def test_truncation_moves_towards_w_avg(generator, rng):
+    z = torch.from_numpy(rng.standard_normal((4, generator.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        w = generator.mapping(z)
+        half = generator.mapping(z, None, truncation_psi=0.5)
+        zero = generator.mapping(z, truncation_psi=0.0)
+    w_avg = generator.mapping.w_avg
+    torch.testing.assert_close(zero, w_avg.expand_as(zero))
+    torch.testing.assert_close(half, 0.5 * (w + w_avg))
+
+
+def test_modulated_conv_equals_per_sample_kernel(rng):
+    """The non-fused computation equals StyleGAN2's per-sample modulated kernel."""
+    from bridges.builtin.model import ModulatedConv2d
+
+    torch.manual_seed(0)
+    layer = ModulatedConv2d(5, 3, 3, w_dim=4)
+    x = torch.from_numpy(rng.standard_normal((2, 5, 6, 6)).astype(np.float64))
+    w = torch.from_numpy(rng.standard_normal((2, 4)).astype(np.float64))
+    layer = layer.double()
+    with torch.no_grad():
+        got = layer(x, w)
+        s = layer.affine(w)
+        for i in range(2):
+            k = layer.weight * layer.scale * s[i][None, :, None, None]
+            k = k / torch.sqrt(k.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+            ref = torch.nn.functional.conv2d(x[i:i + 1], k, padding=1) + layer.bias[None, :, None, None]
+            torch.testing.assert_close(got[i:i + 1], torch.nn.functional.leaky_relu(ref, 0.2))
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_builtin_generator(tmp_path / "missing.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a torch file")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_builtin_generator(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(WeightsError, match="not a built-in generator"):
+        load_builtin_generator(other)
+    # A file that would need pickle to load is refused, not executed.
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "jaxfactor-builtin-gan/1", "config": object()}, pickled)
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_builtin_generator(pickled)
+    # Round trip of a fresh generator; a truncated state dict is refused.
+    g = Generator()
+    save_generator(g, tmp_path / "g.pt")
+    loaded = load_builtin_generator(tmp_path / "g.pt")
+    for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)
+    blob = torch.load(tmp_path / "g.pt", weights_only=True)
+    blob["state_dict"].pop("synthesis.init.conv.weight")
+    torch.save(blob, tmp_path / "short.pt")
+    with pytest.raises(WeightsError, match="do not match"):
+        load_builtin_generator(tmp_path / "short.pt")
+
+
+# ---------------------------------------------------------------- attributes
+
+def _bar(h=8, w=8, col=3, rows=(1, 7)):
+    img = np.zeros((h, w), np.float32)
+    img[rows[0]:rows[1], col] = 1.0
+    return img
+
+
+def test_vertical_bar_attributes():
+    img = _bar()                                     # 6 pixels in column 3, rows 1..6
+    a = compute_attributes(img[None], value_range=(0, 1))[0]
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a[0], 6 / 64, rtol=1e-6)                        # ink mass
+    # TV: 2 per row horizontally (6 rows) + 2 vertically = 14; thickness 2*6/14.
+    np.testing.assert_allclose(a[1], 12 / 14, rtol=1e-6)
+    np.testing.assert_allclose(a[2], (3 + 0.5) / 8 - 0.5, atol=1e-7)           # centroid x
+    np.testing.assert_allclose(a[3], ((1 + 6) / 2 + 0.5) / 8 - 0.5, atol=1e-7)  # centroid y
+    np.testing.assert_allclose(a[4], 0.0, atol=1e-7)                           # slant
+
+
+def test_shift_moves_centroid_only():
+    img = _bar()
+    shifted = np.roll(np.roll(img, 2, axis=1), -1, axis=0)
+    a = compute_attributes(np.stack([img, shifted]), value_range=(0, 1))
+    np.testing.assert_allclose(a[1, 2] - a[0, 2], 2 / 8, atol=1e-6)
+    np.testing.assert_allclose(a[1, 3] - a[0, 3], -1 / 8, atol=1e-6)
+    np.testing.assert_allclose(a[1, [0, 1, 4]], a[0, [0, 1, 4]], atol=1e-6)
+
+
+def test_slant_of_diagonals_and_thick_bar():
+    eye = np.eye(8, dtype=np.float32)                # "\": leans left as it goes up
+    a = compute_attributes(np.stack([eye[::-1], eye]), value_range=(0, 1))
+    np.testing.assert_allclose(a[:, 4], [1.0, -1.0], atol=1e-6)   # "/" = +1, "\" = -1
+    # Shear of 0.5 pixel per row, by hand: x = 3 + round-free half steps via two columns.
+    img = np.zeros((8, 8))
+    for i in range(8):
+        img[i, 2 + (7 - i) // 2] = 1.0               # climbs one column every two rows
+    x = np.arange(8) + 0.5
+    y = np.arange(8) + 0.5
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    m = img.sum()
+    cx, cy = (img * xx).sum() / m, (img * yy).sum() / m
+    expected = -(img * (xx - cx) * (yy - cy)).sum() / (img * (yy - cy) ** 2).sum()
+    got = compute_attributes(img[None], value_range=(0, 1))[0, 4]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert 0.4 < got < 0.6
+    # A bar 3 pixels wide and 6 long: thickness 2*18/(2*(6+3)) = 2.
+    thick = np.zeros((8, 8))
+    thick[1:7, 2:5] = 1.0
+    np.testing.assert_allclose(compute_attributes(thick[None], value_range=(0, 1))[0, 1], 2.0)
+
+
+def test_attribute_input_forms_agree(rng):
+    imgs = rng.uniform(0, 1, size=(4, 8, 8))
+    ref = compute_attributes(imgs, value_range=(0, 1))
+    u8 = np.round(imgs * 255).astype(np.uint8)
+    np.testing.assert_allclose(compute_attributes(u8), ref, atol=1e-2)      # default (0, 255)
+    signed = imgs * 2 - 1                                                   # default (-1, 1)
+    np.testing.assert_allclose(compute_attributes(signed), ref, rtol=1e-5, atol=1e-6)
+    rgb = np.repeat(imgs[..., None], 3, axis=-1)
+    np.testing.assert_allclose(compute_attributes(rgb, value_range=(0, 1)), ref, rtol=1e-5)
+    nchw = torch.from_numpy(signed[:, None])
+    np.testing.assert_allclose(compute_attributes(nchw, layout="NCHW"), ref, rtol=1e-5, atol=1e-6)
+    empty = compute_attributes(np.zeros((1, 8, 8)), value_range=(0, 1))
+    np.testing.assert_array_equal(empty, np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        compute_attributes(np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="NaN"):
+        compute_attributes(np.full((1, 8, 8), np.nan))
+    with pytest.raises(ValueError, match="value_range"):
+        compute_attributes(imgs, value_range=(1, 1))
+
+
+def test_probabilities_are_logistic_zscores(rng):
+    values = rng.standard_normal((50, 5)) * [1, 2, 3, 4, 5] + [1, 2, 3, 4, 5]
+    ref = fit_reference(values)
+    np.testing.assert_allclose(ref.mean, values.mean(axis=0))
+    p = to_probabilities(values, ref)
+    z = (values - values.mean(axis=0)) / values.std(axis=0)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), rtol=1e-5)
+    assert p.dtype == np.float32 and np.all((p > 0) & (p < 1))
+    huge = to_probabilities(np.full((1, 5), 1e6), AttributeReference(np.zeros(5), np.ones(5)))
+    assert np.all(np.isfinite(huge))
+    # The default reference is the real digits: their mean maps to 1/2.
+    dref = digits_reference()
+    np.testing.assert_allclose(to_probabilities(dref.mean[None]), 0.5, atol=1e-6)
+    res = analytic_attributes(_bar()[None], value_range=(0, 1), probabilities=True)
+    assert res.names == ATTRIBUTE_NAMES and res.values.shape == (1, 5)
+    with pytest.raises(ValueError):
+        to_probabilities(np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------- training script
+
+def test_training_script_smoke(tmp_path):
+    from bridges.builtin.train import main
+
+    rc = main(["--epochs", "1", "--max-batches", "2", "--out", str(tmp_path), "--seed", "1",
+               "--batch-size", "16", "--classifier-epochs", "0"])
+    assert rc == 0
+    g = load_builtin_generator(tmp_path / "digits_gan.pt")
+    with torch.no_grad():
+        x = g(torch.zeros(2, g.z_dim))
+    assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
+    prov = json.loads((tmp_path / "digits_gan.json").read_text())
+    assert prov["epochs"] == 1 and prov["steps"] == 2 and prov["seed"] == 1
+    assert (tmp_path / "digits_gan_samples.png").stat().st_size > 0
+
+
+@pytest.mark.slow          # ~10 s of XLA compilation for one epoch
+def test_classifier_script_smoke(tmp_path):
+    pytest.importorskip("flax")
+    from bridges.builtin.train import main
+
+    rc = main(["--epochs", "0", "--classifier-epochs", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    clf = load_builtin_classifier(tmp_path / "digits_classifier.npz")
+    assert clf.predict(np.zeros((3, 8, 8, 1), np.float32)).shape == (3, 10)
+    prov = json.loads((tmp_path / "digits_classifier.json").read_text())
+    assert prov["epochs"] == 1 and 0 <= prov["test_accuracy"] <= 1
+    assert not (tmp_path / "digits_gan.pt").exists()
+    assert main(["--epochs", "0", "--classifier-epochs", "0", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- shipped classifier
+
+def test_shipped_classifier_recognises_digits(generator, rng):
+    pytest.importorskip("flax")
+    from bridges.builtin.train import load_digits_images
+
+    clf = load_builtin_classifier()
+    images, labels = load_digits_images()
+    x = classifier_input(images)
+    assert x.shape == (1797, 8, 8, 1)
+    probs = clf.predict(x)
+    assert probs.shape == (1797, 10)
+    assert np.mean(probs.argmax(axis=1) == labels) > 0.95
+    feats = clf.features(x[:7])
+    assert feats.ndim == 2 and feats.shape[0] == 7
+    # The generator's samples are recognised as some digit most of the time.
+    z = torch.from_numpy(rng.standard_normal((200, generator.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        p = clf.predict(classifier_input(generator(z)))
+    assert np.mean(p.max(axis=1) > 0.5) > 0.6
+    # Several digit classes appear (no mode collapse onto one digit).
+    assert len(np.unique(p.argmax(axis=1))) >= 8
+
+
+def test_classifier_loader_errors(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_builtin_classifier(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_builtin_classifier(bad)
+    with pytest.raises(ValueError, match="8 x 8"):
+        classifier_input(np.zeros((2, 1, 16, 16)))
