@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench_pca.py --quick --out demo_out
+	$(PY) -m jaxfactor demo --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,0 +1,196 @@
+"""The ``jaxfactor`` command (also ``python -m jaxfactor``).
+
+Examples::
+
+    jaxfactor demo --out demo_out
+    jaxfactor discover --generator bridges.builtin:load_builtin_generator \\
+        --layer synthesis.init --method pca --components 20 --samples 5000 --out dirs.npz
+    jaxfactor edit --generator bridges.builtin:load_builtin_generator \\
+        --directions dirs.npz --alphas -3 0 3 --out grid.png
+    jaxfactor evaluate --generator mypkg.models:load_fastgan --directions dirs.npz \\
+        --inception-weights pt_inception-2015-12-05-6726825d.pth --out scores.json
+
+Exit codes: 0 success, 2 bad arguments or inputs (message on stderr), 1 an
+unexpected error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxfactor", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the built-in generator and write a report")
+    d.add_argument("--out", default="demo_out", help="report directory (default: demo_out)")
+    d.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
+    d.add_argument("--samples", type=int, help="samples to factorize (default 5000)")
+    d.add_argument("--components", type=int, help="components per method (default 16)")
+    d.add_argument("--fid-images", type=int, help="images for edit FID (default 1000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = sub.add_parser("discover", help="find latent directions of your generator; writes a directions file")
+    g.add_argument("--generator", required=True, metavar="MODULE:FACTORY",
+                   help="'package.module:factory' or 'file.py:factory' returning an nn.Module, a latent "
+                        "adapter, or (module, adapter)")
+    g.add_argument("--layer", required=True, help="dotted module name to factorize, or 'z' / 'w'")
+    g.add_argument("--method", required=True, choices=["pca", "ica", "sca", "sefa"])
+    g.add_argument("--components", type=int, required=True)
+    g.add_argument("--samples", type=int, default=10000)
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--pool", choices=["max", "avg"], help="spatial pooling of the activations")
+    g.add_argument("--pool-size", type=int, help="pooled spatial size (with --pool)")
+    g.add_argument("--space", choices=["z", "w"], help="latent to lift to (default: w when there is one)")
+    g.add_argument("--sefa-weights", nargs="+", metavar="PARAM",
+                   help="for --method sefa: names of (C_l x d) weight parameters of the module")
+    g.add_argument("--out", required=True, help="directions file to write (.npz)")
+
+    e = sub.add_parser("edit", help="render a grid of edits (rows: directions, columns: strengths)")
+    e.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
+    e.add_argument("--directions", required=True, help="a directions file from 'discover'")
+    e.add_argument("--indices", type=int, nargs="+", help="directions to show (default: the first 8)")
+    e.add_argument("--alphas", type=float, nargs="+", default=[-3.0, 0.0, 3.0])
+    e.add_argument("--units", choices=["std", "latent"], default="std",
+                   help="alpha in standard deviations of the component (default) or latent distance")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, help="PNG to write")
+
+    v = sub.add_parser("evaluate", help="edit FID of a directions file (a = 3 and 6)")
+    v.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
+    v.add_argument("--directions", required=True)
+    v.add_argument("--images", type=int, default=1000)
+    v.add_argument("--alpha-ranges", type=float, nargs="+", default=[3.0, 6.0])
+    v.add_argument("--inception-weights", help="pytorch-fid Inception weights file (default: torch hub cache)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", required=True, help="JSON to write")
+    return p
+
+
+def _named_weights(adapter, names):
+    params = dict(adapter.module.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"no parameter(s) {missing} in the module; 2-D parameters there: "
+                         f"{[n for n, t in params.items() if t.ndim == 2][:40]}")
+    return [params[n].detach().cpu().numpy() for n in names]
+
+
+def _cmd_discover(args) -> int:
+    from .directions import save_directions
+    from .pipeline import discover, load_generator
+
+    adapter = load_generator(args.generator)
+    weights = _named_weights(adapter, args.sefa_weights) if args.sefa_weights else None
+    found = discover(adapter, args.layer, args.method, args.components, n_samples=args.samples,
+                     seed=args.seed, batch_size=args.batch_size, pool=args.pool,
+                     pool_size=args.pool_size, space=args.space, sefa_weights=weights)
+    arrays = {"r2": found.r2} if found.r2 is not None else None
+    save_directions(args.out, found.directions, found.scales, method=args.method, space=found.space,
+                    layer=args.layer, params={"n_components": args.components, "pool": args.pool,
+                                              "pool_size": args.pool_size},
+                    generator=args.generator, arrays=arrays,
+                    provenance={"n_samples": args.samples, "seed": args.seed,
+                                "sampler": "bridges.generators.sample_z (per-index)"})
+    print(f"wrote {args.out}: {len(found.directions)} directions in {found.space} "
+          f"({found.seconds:.1f} s)")
+    return 0
+
+
+def _cmd_edit(args) -> int:
+    from bridges.generators import sample_z
+    from bridges.render import edit, save_grid
+
+    from .directions import load_directions
+    from .pipeline import load_generator
+
+    adapter = load_generator(args.generator)
+    dirs = load_directions(args.directions)
+    space = dirs.metadata.get("space") or "z"
+    idx = args.indices if args.indices else list(range(min(8, len(dirs.directions))))
+    bad = [i for i in idx if not 0 <= i < len(dirs.directions)]
+    if bad:
+        raise ValueError(f"--indices {bad} out of range: the file has {len(dirs.directions)} directions")
+    z = sample_z(args.seed, 0, 1, adapter.z_dim)
+    images = edit(adapter, z, dirs.directions[idx], args.alphas, units=args.units,
+                  scales=dirs.scales[idx], space=space)
+    save_grid(images[:, :, 0], args.out)
+    print(f"wrote {args.out}: {len(idx)} directions x {len(args.alphas)} strengths")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import torch
+
+    from bridges.features import InceptionFeatures
+    from bridges.generators import sample_z
+
+    from .directions import load_directions
+    from .metrics.protocols import edit_fid
+    from .pipeline import load_generator
+
+    adapter = load_generator(args.generator)
+    dirs = load_directions(args.directions)
+    space = dirs.metadata.get("space") or "z"
+    extractor = InceptionFeatures(args.inception_weights)
+    z = sample_z(args.seed, 0, args.images, adapter.z_dim)
+    latents = adapter.codes(torch.from_numpy(z))["w"].numpy() if space == "w" else z
+
+    def render(lat):
+        t = torch.from_numpy(np.asarray(lat, np.float32))
+        if space == "w":
+            img = adapter.synthesize(t[:, None].repeat(1, adapter.num_ws, 1))
+        else:
+            img = adapter.forward(t)
+        return ((img.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+
+    scaled = dirs.directions * dirs.scales[:, None]
+    out = {"directions": os.fspath(args.directions), "images": args.images, "space": space}
+    stats = None
+    for a in args.alpha_ranges:
+        res = edit_fid(render, latents, scaled, extractor, alpha_range=a, seed=args.seed,
+                       normalize=False, original_statistics=stats)
+        stats = res.original_statistics
+        out[f"fid_a{a:g}"] = float(res.fid)
+        print(f"edit FID a={a:g}: {res.fid:.3f}")
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DemoConfig, run_demo
+
+    overrides = {k: v for k, v in (("n_samples", args.samples), ("components", args.components),
+                                   ("fid_images", args.fid_images)) if v is not None}
+    overrides["seed"] = args.seed
+    if args.no_progress:
+        overrides["show_progress"] = False
+    cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    run_demo(args.out, cfg)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    handlers = {"demo": _cmd_demo, "discover": _cmd_discover, "edit": _cmd_edit, "evaluate": _cmd_evaluate}
+    from .pipeline import PipelineError
+
+    try:
+        return handlers[args.command](args)
+    except (PipelineError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        print(f"jaxfactor {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
