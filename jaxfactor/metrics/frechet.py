@@ -12,9 +12,12 @@ eigenvalues ``m`` of the symmetric ``S1^(1/2) S2 S1^(1/2)`` give
 ``tr(...)^(1/2) = sum sqrt(m)`` -- never the general (non-symmetric) matrix
 square root of ``S1 S2`` that pytorch-fid takes with ``scipy.linalg.sqrtm``.
 Rounding can only produce tiny negative eigenvalues of these positive
-semi-definite matrices, which are clipped to zero; the result is real by
-construction, also when the covariances are singular (fewer samples than
-feature dimensions), where ``sqrtm`` returns complex noise.
+semi-definite matrices; eigenvalues below the rounding level
+``d eps max|eig|`` (negative ones included) are set to zero, so that the null
+directions of a singular covariance add no ``sqrt(rounding)`` noise to the
+trace. The result is real by construction, also when the covariances are
+singular (fewer samples than feature dimensions), where ``sqrtm`` returns
+complex noise.
 
 Precision: the eigendecompositions run in float64 inside a local
 ``jax.enable_x64`` scope (the inputs are only ``d x d``; the global x64 flag
@@ -104,9 +107,19 @@ def _sqrt_product_eigenvalues(sigma1: jax.Array, sigma2: jax.Array) -> jax.Array
     s1 = 0.5 * (sigma1 + sigma1.T)
     s2 = 0.5 * (sigma2 + sigma2.T)
     w1, u1 = jnp.linalg.eigh(s1)
-    root1 = (u1 * jnp.sqrt(jnp.clip(w1, 0.0, None))) @ u1.T
+    root1 = (u1 * jnp.sqrt(_drop_rounding(w1))) @ u1.T
     product = root1 @ s2 @ root1
     return jnp.linalg.eigvalsh(0.5 * (product + product.T))
+
+
+def _drop_rounding(w):
+    """Eigenvalues of a PSD matrix with those below its rounding level
+    ``d eps max|w|`` set to 0 (negative ones included): their square roots
+    would add ``sqrt(rounding)`` noise per null direction of a singular
+    covariance."""
+    xp = jnp if isinstance(w, jax.Array) else np
+    tol = w.shape[0] * xp.finfo(w.dtype).eps * xp.max(xp.abs(w))
+    return xp.where(w > tol, w, 0.0)
 
 
 def _as_float64(x, name: str) -> np.ndarray:
@@ -153,12 +166,12 @@ def frechet_terms(mu1, sigma1, mu2, sigma2) -> FrechetTerms:
             raise ValueError(f"{name} must have shape {(d, d)} to match the means; got {s.shape}")
     with _x64_scope():
         eig = _sqrt_product_eigenvalues(jnp.asarray(sigma1), jnp.asarray(sigma2))
-        eig = np.asarray(eig, dtype=np.float64)
+        eig = _drop_rounding(np.asarray(eig))
     diff = mu1 - mu2
     mean_term = float(diff @ diff)
     trace1 = float(np.trace(sigma1))
     trace2 = float(np.trace(sigma2))
-    trace_sqrt = float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
+    trace_sqrt = float(np.sum(np.sqrt(eig.astype(np.float64))))
     distance = max(mean_term + trace1 + trace2 - 2.0 * trace_sqrt, 0.0)
     return FrechetTerms(distance, mean_term, trace1, trace2, trace_sqrt)
 
