@@ -582,7 +582,7 @@ class FastICA(Factorizer):
             raise ValueError(f"w_init has shape {w.shape}; it must be (n_components, n_components) "
                              f"= {(k, k)}")
         w = V.check_matrix(w, "w_init").astype(dtype)
-        if not float(jnp.linalg.matrix_rank(w)) == k:
+        if np.linalg.matrix_rank(np.asarray(w, np.float64)) < k:
             raise ValueError("w_init is rank deficient; it must be an invertible matrix")
         return w
 
