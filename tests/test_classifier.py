@@ -1,7 +1,11 @@
 import numpy as np
 import pytest
 
-from jaxfactor.metrics.classifier import AttributeClassifier, train_attribute_classifier
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+from jaxfactor.metrics.classifier import (AttributeClassifier,  # noqa: E402
+                                          train_attribute_classifier)
 
 
 def _synthetic(rng, n, size=8):

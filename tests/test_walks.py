@@ -124,6 +124,8 @@ def test_no_negative_start_gives_nan_efficiency(rng):
 
 @pytest.mark.parametrize("backend", ["matplotlib", "pillow"])
 def test_plot_writes_png(rng, tmp_path, backend):
+    pytest.importorskip("matplotlib" if backend == "matplotlib" else "PIL")
+    Image = pytest.importorskip("PIL.Image")
     predict = lambda x: 1 / (1 + np.exp(-x[:, :3]))  # noqa: E731
     walk = walk_predictions(identity, predict, rng.standard_normal((10, 4)), np.eye(4)[:3],
                             np.linspace(0.5, 2, 4))
@@ -132,7 +134,6 @@ def test_plot_writes_png(rng, tmp_path, backend):
                             attribute_names=["a", "b", "c"], ncols=2)
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    from PIL import Image
     with Image.open(path) as im:
         assert im.size[0] > 100 and im.size[1] > 100
 

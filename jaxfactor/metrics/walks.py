@@ -259,7 +259,11 @@ def _plot_matplotlib(scores, path, labels, ncols):
 
 
 def _plot_pillow(scores, path, labels, ncols):
-    from PIL import Image, ImageDraw
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError as err:
+        raise ImportError("plotting walk curves needs matplotlib or pillow; install one of "
+                          "them (pip install matplotlib)") from err
 
     w, h, pad = 320, 220, 30
     npairs = len(labels)
