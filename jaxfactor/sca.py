@@ -51,12 +51,13 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
 from ._policy import choose_svd_solver
-from .accumulate import centred_matmul, centred_rmatmul
+from .accumulate import centred_matmul
 from .pca import pca_full
 from .pca import transform as _centred_transform
 from .randomized import randomized_svd
@@ -120,12 +121,14 @@ def flip_skewness(a: jax.Array) -> jax.Array:
     return a * jnp.where(skew < 0, -1, 1).astype(a.dtype)[None, :]
 
 
-def prs(a: jax.Array, budget=None, *, rotate: str = "varimax") -> jax.Array:
+def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
+        previous: jax.Array | None = None, follow=True) -> jax.Array:
     """Polar, Rotate, Shrink: the building block of SCA (Chen & Rohe).
 
     ``polar(a)`` (orthonormal factor ``U V^T`` of ``a = U S V^T``, through a
     QR of ``a`` and an SVD of the ``k x k`` factor) -> varimax rotation
-    (restarted from the identity) -> columns flipped to a positive sum of
+    (restarted from the identity, or started from the rotation that best
+    aligns the polar factor with ``previous``) -> columns flipped to a positive sum of
     cubes -> Euclidean projection onto ``{||.||_1 <= budget}`` (a no-op when
     the matrix is already inside). Ordering the columns by explained
     variance needs the data and is done by the iteration.
@@ -134,13 +137,21 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax") -> jax.Array:
       a: ``(m, k)`` float array, ``m >= k``.
       budget: L1 radius, or ``None`` for no shrinkage.
       rotate: ``'varimax'`` or ``'none'``.
+      previous: ``(m, k)`` output of the previous call, or ``None``: varimax
+        then starts from ``T_0 = polar(Q^T previous)`` (``Q = polar(a)``), the
+        orthogonal ``T`` minimising ``||Q T - previous||_F``, instead of ``I``.
+      follow: traced bool; when false ``previous`` is ignored (start from ``I``).
 
     Returns:
       ``(m, k)`` array.
     """
     q = polar(a)
     if rotate == "varimax":
-        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER).rotated
+        start = None
+        if previous is not None:
+            eye = jnp.eye(q.shape[1], dtype=q.dtype)
+            start = jnp.where(follow, polar(q.T @ previous), eye)
+        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=start).rotated
     q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget)
@@ -153,6 +164,19 @@ def _order_by(a: jax.Array, product: jax.Array):
     return a[:, order], product[:, order]
 
 
+def _rmatmul(x: jax.Array, mean: jax.Array, z: jax.Array) -> jax.Array:
+    """``(X - 1 mean^T)^T Z`` as the transpose of ``Z^T X`` (``(p, k)``).
+
+    XLA on CPU runs ``X^T Z`` (contracting the leading axis of a row-major
+    ``X``) about three times slower than ``Z^T X``, and its simplifier turns
+    ``(Z^T X)^T`` back into ``X^T Z``; the optimisation barrier keeps the fast
+    form (measured: 0.10 s instead of 0.33 s for ``X`` of ``(10000, 2048)``,
+    ``k = 20``).
+    """
+    wide = jax.lax.optimization_barrier(z.T @ x)
+    return wide.T - jnp.outer(mean, jnp.sum(z, axis=0))
+
+
 class _LoopState(NamedTuple):
     i: jax.Array
     y: jax.Array
@@ -161,11 +185,13 @@ class _LoopState(NamedTuple):
     change: jax.Array
 
 
-def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotate):
+def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotate,
+             varimax_start):
     """The SCA alternation as one ``lax.while_loop``.
 
     ``apply(y) = X_c y`` (``(p, k) -> (n, k)``), ``apply_t(z) = X_c^T z``.
     """
+    warm = rotate == "varimax" and varimax_start == "previous"
     dtype = y0.dtype
     xy0 = apply(y0)
     z0 = jnp.zeros(xy0.shape, dtype)
@@ -175,9 +201,12 @@ def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotat
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z = prs(s.xy, None, rotate=rotate)  # k sqrt(n) budget: never binding
+        # The first step starts varimax from I on both sides (nothing to follow yet).
+        follow = s.i > 0
+        z = prs(s.xy, None, rotate=rotate, previous=s.z if warm else None,
+                follow=follow)  # k sqrt(n) budget: never binding
         z, xtz = _order_by(z, apply_t(z))
-        y = prs(xtz, gamma, rotate=rotate)
+        y = prs(xtz, gamma, rotate=rotate, previous=s.y if warm else None, follow=follow)
         y, xy = _order_by(y, apply(y))
         change = jnp.maximum(jnp.max(jnp.abs(z - s.z)), jnp.max(jnp.abs(y - s.y)))
         # The first step compares against the unrotated SVD start: never "converged".
@@ -202,9 +231,10 @@ def _finish(x, mean, state: _LoopState, scores, tol):
                      state.change <= tol, state.change)
 
 
-@partial(jax.jit, static_argnames=("rotate",))
+@partial(jax.jit, static_argnames=("rotate", "varimax_start"))
 def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5,
-                max_iter=1000, rotate: str = "varimax") -> SCAResult:
+                max_iter=1000, rotate: str = "varimax",
+                varimax_start: str = "identity") -> SCAResult:
     """Run the SCA iteration on ``X`` in memory, from the loadings ``y0``.
 
     ``Z <- PRS(X_c Y)``, ``Y <- PRS(X_c^T Z, gamma)`` until no entry of ``Z``
@@ -219,21 +249,30 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
       tol: stopping tolerance on the largest entry change (traced).
       max_iter: iteration cap (traced).
       rotate: ``'varimax'`` or ``'none'`` (static).
+      varimax_start: ``'identity'`` (default): restart each varimax from
+        ``I``, as ``epca`` does; ``'previous'``: from the second iteration on,
+        start it from the rotation that aligns its input with the previous
+        iterate (two varimax steps per call near the fixed point, but varimax
+        then refines across iterations, so more outer iterations are needed and
+        the fixed point has a slightly better varimax criterion: measured on
+        N=10000, p=2048, k=20 GAN-like data, 86 iterations vs 47, explained
+        variance 0.6499 vs 0.6488, 82% identical support).
 
     Returns:
       :class:`SCAResult`.
     """
     gamma = jnp.asarray(gamma, x.dtype)
     apply = lambda y: centred_matmul(x, mean, y)  # noqa: E731
-    apply_t = lambda z: centred_rmatmul(x, mean, z)  # noqa: E731
-    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate)
+    apply_t = lambda z: _rmatmul(x, mean, z)  # noqa: E731
+    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
+                     varimax_start)
     return _finish(x, mean, state, state.xy, tol)
 
 
-@partial(jax.jit, static_argnames=("n_components", "rotate"))
+@partial(jax.jit, static_argnames=("n_components", "rotate", "varimax_start"))
 def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Array,
                         vt: jax.Array, gamma, *, n_components: int, tol=1e-5, max_iter=1000,
-                        rotate: str = "varimax") -> SCAResult:
+                        rotate: str = "varimax", varimax_start: str = "identity") -> SCAResult:
     """The SCA iteration on the rank-``r`` approximation ``X_c ~ U diag(s) Vt``.
 
     Each product costs ``O((n + p) r k)`` instead of ``O(n p k)``:
@@ -248,7 +287,7 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
       u: ``(n, r)``; s: ``(r,)``; vt: ``(r, p)``: truncated SVD of ``X_c``.
       gamma: L1 budget of the loadings (traced).
       n_components: ``k <= r`` (static).
-      tol, max_iter, rotate: as for :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start: as for :func:`sca_iterate`.
 
     Returns:
       :class:`SCAResult`.
@@ -258,7 +297,8 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
     apply = lambda y: u @ (s[:, None] * (vt @ y))  # noqa: E731
     apply_t = lambda z: vt.T @ (s[:, None] * (u.T @ z))  # noqa: E731
     y0 = vt[:n_components].T
-    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, dtype), max_iter, rotate)
+    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, dtype), max_iter, rotate,
+                     varimax_start)
     scores = centred_matmul(x, mean, state.y)
     return _finish(x, mean, state, scores, tol)
 
@@ -271,7 +311,7 @@ def default_gamma(n_features: int, n_components: int) -> float:
 
 def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5,
         max_iter: int = 1000, rotate: str = "varimax", reduced_rank: int | None = None,
-        svd_solver: str = "auto") -> SCAResult:
+        svd_solver: str = "auto", varimax_start: str = "identity") -> SCAResult:
     """Sparse component analysis of ``X`` in memory: initial SVD plus iteration.
 
     Starts from the top ``k`` right singular vectors of ``X_c`` (exact by
@@ -285,7 +325,7 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
       n_components: ``k <= min(n, p)``.
       key: ``jax.random`` key for the randomized SVD.
       gamma: L1 budget of the ``(p, k)`` loadings (default ``sqrt(p k)``).
-      tol, max_iter, rotate: see :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start: see :func:`sca_iterate`.
       reduced_rank: ``None`` (iterate on ``X``) or ``r`` in ``[k, min(n, p)]``.
       svd_solver: ``'auto'``, ``'full'`` or ``'randomized'`` for the start.
 
@@ -298,7 +338,8 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
     if reduced_rank is not None:
         svd = randomized_svd(x, reduced_rank, key=key, center=True, compute_u=True)
         return sca_iterate_reduced(x, svd.mean, svd.u, svd.s, svd.vt, gamma, n_components=k,
-                                   tol=tol, max_iter=max_iter, rotate=rotate)
+                                   tol=tol, max_iter=max_iter, rotate=rotate,
+                                   varimax_start=varimax_start)
     solver = choose_svd_solver(svd_solver, n, p, k, True)
     if solver == "full":
         start = pca_full(ArraySource(x), k, dtype=x.dtype)
@@ -306,7 +347,8 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
     else:
         start = randomized_svd(x, k, key=key, center=True, compute_u=False)
         mean, y0 = start.mean, start.vt.T
-    return sca_iterate(x, mean, y0, gamma, tol=tol, max_iter=max_iter, rotate=rotate)
+    return sca_iterate(x, mean, y0, gamma, tol=tol, max_iter=max_iter, rotate=rotate,
+                       varimax_start=varimax_start)
 
 
 def _is_real(value) -> bool:
@@ -338,6 +380,9 @@ class SCA(Factorizer):
         large ``n x p``; an approximation, see
         :func:`sca_iterate_reduced`).
       svd_solver: initial SVD: ``'auto'``, ``'full'`` or ``'randomized'``.
+      varimax_start: ``'identity'`` (restart each varimax from ``I``, as
+        ``epca``) or ``'previous'`` (start from the previous iterate's rotation;
+        see :func:`sca_iterate`).
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
 
@@ -357,7 +402,8 @@ class SCA(Factorizer):
     """
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
-                 tol=1e-5, reduced_rank=None, svd_solver="auto", random_state=None):
+                 tol=1e-5, reduced_rank=None, svd_solver="auto", varimax_start="identity",
+                 random_state=None):
         self.n_components = n_components
         self.gamma = gamma
         self.rotate = rotate
@@ -365,12 +411,16 @@ class SCA(Factorizer):
         self.tol = tol
         self.reduced_rank = reduced_rank
         self.svd_solver = svd_solver
+        self.varimax_start = varimax_start
         self.random_state = random_state
 
     def _check_params(self, n, p):
         k = V.check_n_components(self.n_components, n, p)
         if self.rotate not in ROTATIONS:
             raise ValueError(f"rotate must be one of {ROTATIONS}, got {self.rotate!r}")
+        if self.varimax_start not in ("previous", "identity"):
+            raise ValueError(f"varimax_start must be 'previous' or 'identity', "
+                             f"got {self.varimax_start!r}")
         if self.svd_solver not in ("auto", "full", "randomized"):
             raise ValueError(f"svd_solver must be 'auto', 'full' or 'randomized', "
                              f"got {self.svd_solver!r}")
@@ -418,8 +468,19 @@ class SCA(Factorizer):
         n, p = arr.shape
         k, gamma = self._check_params(n, p)
         key = V.check_random_state_key(self.random_state)
-        res = sca(arr, k, key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
-                  rotate=self.rotate, reduced_rank=self.reduced_rank, svd_solver=self.svd_solver)
+        # The loop calls LAPACK (jaxlib's CPU QR/SVD kernels, through scipy's
+        # OpenBLAS) on every iteration between XLA's own matrix products. A
+        # multi-threaded OpenBLAS keeps its threads spinning after each call and
+        # they compete with XLA's thread pool: measured on 2 cores, one polar
+        # step of a (10000, 20) matrix took 0.7 s instead of 0.1 s. The LAPACK
+        # calls here are small, so one BLAS thread loses nothing (scikit-learn's
+        # KMeans limits BLAS threads the same way).
+        with threadpool_limits(limits=1, user_api="blas"):
+            res = sca(arr, k, key=key, gamma=gamma, tol=float(self.tol),
+                      max_iter=int(self.max_iter), rotate=self.rotate,
+                      reduced_rank=self.reduced_rank, svd_solver=self.svd_solver,
+                      varimax_start=self.varimax_start)
+            res = jax.block_until_ready(res)
         self.components_ = np.asarray(res.loadings).T.copy()
         self.mean_ = np.asarray(res.mean)
         self.B_ = np.asarray(res.b)

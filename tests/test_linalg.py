@@ -159,3 +159,13 @@ def test_varimax_normalize_and_zero_input(rng):
     np.testing.assert_allclose(np.asarray(res.rotated), want * h, atol=2e-3 * np.abs(a).max())
     zero = L.varimax(jnp.zeros((10, 3), jnp.float32))
     assert int(zero.n_iter) == 1 and np.all(np.isfinite(np.asarray(zero.rotated)))
+
+
+def test_varimax_warm_start_from_optimum_stops_at_once(rng):
+    sparse = rng.standard_normal((80, 4)) * (rng.uniform(size=(80, 4)) < 0.25)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    a = jnp.asarray(sparse @ q, jnp.float32)
+    cold = L.varimax(a, 1e-6)
+    warm = L.varimax(a, 1e-6, init=cold.rotation)
+    assert int(warm.n_iter) <= 3 < int(cold.n_iter)
+    np.testing.assert_allclose(np.asarray(warm.rotated), np.asarray(cold.rotated), atol=1e-3)

@@ -154,6 +154,16 @@ def test_reduced_space_variant_matches_full_on_low_rank_data(rng):
     assert overlap > 0.97
 
 
+def test_varimax_start_previous_reaches_a_nearby_fixed_point(rng):
+    x, y_true = planted_sparse(rng)
+    gamma = 0.95 * np.abs(y_true).sum()
+    restart = SCA(3, gamma=gamma).fit(x)
+    follow = SCA(3, gamma=gamma, varimax_start="previous").fit(x)
+    assert follow.converged_
+    np.testing.assert_allclose(follow.objective_, restart.objective_, rtol=1e-3)
+    assert np.mean((follow.components_ != 0) == (restart.components_ != 0)) > 0.97
+
+
 def test_prs_block_and_flip(rng):
     a = rng.standard_normal((50, 4)).astype(np.float32)
     q = np.asarray(prs(jnp.asarray(a)))
@@ -209,7 +219,8 @@ def test_bad_input(rng):
         SCA(2, rotate="quartimax").fit(x)
     with pytest.raises(ValueError, match="reduced_rank"):
         SCA(3, reduced_rank=2).fit(x)
-    for kw in ({"max_iter": 0}, {"tol": -1.0}, {"svd_solver": "arpack"}):
+    for kw in ({"max_iter": 0}, {"tol": -1.0}, {"svd_solver": "arpack"},
+               {"varimax_start": "random"}):
         with pytest.raises(ValueError):
             SCA(2, **kw).fit(x)
     with pytest.raises(NotFittedError):
