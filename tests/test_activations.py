@@ -1,4 +1,6 @@
 """ActivationStream: hook capture, early stop, pooling, replay, and streaming PCA over it."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -112,6 +114,14 @@ def test_wrong_layer_lists_available_names(fastgan):
         ActivationStream(TinyPlain(), n_samples=4)
     with pytest.raises(ValueError, match="device"):
         ActivationStream(fastgan, "init", n_samples=4, device="meta")
+
+
+def test_describe_is_json_provenance(fastgan):
+    s = ActivationStream(fastgan, "feat_8", n_samples=4, seed=9, pool="avg", pool_size=(2, 1))
+    d = json.loads(json.dumps(s.describe()))
+    assert d["layer"] == "feat_8" and d["seed"] == 9 and d["pool_size"] == [2, 1]
+    assert d["generator"]["adapter"] == "FastGANAdapter" and d["feature_shape"] == [8, 2, 1]
+    assert "ActivationStream(layer='feat_8'" in repr(s)
 
 
 def test_eval_mode_is_used_and_restored():
