@@ -31,6 +31,7 @@ __all__ = [
     "normal_product",
     "TSQRState",
     "tsqr",
+    "InFlight",
     "fold",
 ]
 
@@ -274,7 +275,28 @@ def tsqr() -> Accumulator:
     return Accumulator(_tsqr_init, _tsqr_update, _tsqr_merge, lambda s: s.r)
 
 
-def fold(acc: Accumulator, state: Any, blocks: Iterable[Any]) -> Any:
+class InFlight:
+    """Bound the number of blocks queued on the device.
+
+    JAX dispatches asynchronously: a Python loop that reads blocks faster than
+    the device folds them would keep every queued block alive, so a pass over
+    a file larger than memory would hold most of it. ``add(state)`` after each
+    update waits for the state of ``limit`` updates ago, which keeps reading
+    one block ahead of the computation (I/O and compute overlap) and memory
+    at ``limit + 1`` blocks.
+    """
+
+    def __init__(self, limit: int = 2):
+        self.limit = limit
+        self.pending: list = []
+
+    def add(self, state) -> None:
+        self.pending.append(state)
+        if len(self.pending) > self.limit:
+            jax.block_until_ready(self.pending.pop(0))
+
+
+def fold(acc: Accumulator, state: Any, blocks: Iterable[Any], *, in_flight: int = 2) -> Any:
     """Fold an iterable of row blocks into an accumulator state.
 
     Args:
@@ -282,10 +304,14 @@ def fold(acc: Accumulator, state: Any, blocks: Iterable[Any]) -> Any:
       state: the starting state (from ``acc.init(...)``).
       blocks: iterable of ``(b_i, p)`` arrays (numpy, JAX or anything
         ``jnp.asarray`` takes).
+      in_flight: blocks that may be queued on the device at once (see
+        :class:`InFlight`).
 
     Returns:
       The state after all blocks (not finalised).
     """
+    queue = InFlight(in_flight)
     for block in blocks:
         state = acc.update(state, jnp.asarray(block))
+        queue.add(state)
     return state

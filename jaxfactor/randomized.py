@@ -321,10 +321,12 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
 
     def run_pass(stage_name, accs, states, start_row, context):
         n_blocks = 0
+        queue = accumulate.InFlight(2)  # keep at most a few blocks alive (async dispatch)
         for lo in range(start_row, n, block_rows):
             hi = min(lo + block_rows, n)
             block = jnp.asarray(source.read(lo, hi), dtype=dtype)
             states = {name: accs[name].update(st, block) for name, st in states.items()}
+            queue.add(states)
             n_blocks += 1
             if progress is not None:
                 progress(stage_name, hi, n)

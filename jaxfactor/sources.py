@@ -75,12 +75,15 @@ class ArraySource(RowSource):
 
 
 class NpySource(RowSource):
-    """One ``.npy`` file, a list of them, or a directory of them, memory-mapped.
+    """One ``.npy`` file, a list of them, or a directory of them, read by rows.
 
-    The files are opened with ``mmap_mode='r'`` and ``allow_pickle=False``: only
-    the rows a block needs are read from disk, and loading never runs code.
-    Shards are concatenated along rows in the order given (sorted by name for a
-    directory) and must agree in width and dtype.
+    Headers are parsed with ``allow_pickle=False`` (loading never runs code).
+    Blocks of C-ordered files are read with plain file reads at the right
+    offset rather than through a memory map, so the pages of rows already
+    processed do not stay mapped into the process: resident memory stays at
+    one block, however large the files (Fortran-ordered files fall back to a
+    memory map). Shards are concatenated along rows in the order given (sorted
+    by name for a directory) and must agree in width and dtype.
 
     Args:
       paths: a path to a ``.npy`` file or a directory, or a sequence of paths.
@@ -122,13 +125,25 @@ class NpySource(RowSource):
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.arrays])
         self.n_samples = int(self.offsets[-1])
 
+    def _read_rows(self, i: int, lo: int, hi: int) -> np.ndarray:
+        a = self.arrays[i]
+        if not a.flags.c_contiguous or not isinstance(a, np.memmap):
+            return np.array(a[lo:hi])
+        row_bytes = a.shape[1] * a.dtype.itemsize
+        with open(self.paths[i], "rb") as f:
+            f.seek(a.offset + lo * row_bytes)
+            out = np.fromfile(f, dtype=a.dtype, count=(hi - lo) * a.shape[1])
+        if out.size != (hi - lo) * a.shape[1]:
+            raise OSError(f"{self.paths[i]!r} is truncated: rows {lo}:{hi} could not be read")
+        return out.reshape(hi - lo, a.shape[1])
+
     def read(self, start, stop):
         parts = []
-        for i, a in enumerate(self.arrays):
+        for i in range(len(self.arrays)):
             lo, hi = self.offsets[i], self.offsets[i + 1]
             if hi <= start or lo >= stop:
                 continue
-            parts.append(np.asarray(a[max(start, lo) - lo:min(stop, hi) - lo]))
+            parts.append(self._read_rows(i, max(start, lo) - lo, min(stop, hi) - lo))
         if len(parts) == 1:
             return parts[0]
         if not parts:
