@@ -18,7 +18,8 @@ Every method runs in its own process on the same data (written once to a
 a peer that does not finish is reported as such, with a linear-in-p
 extrapolation from the smallest case where it finished (labelled as an
 extrapolation, never as a measurement). jaxfactor methods run twice: the first
-call includes JIT compilation, the second is the steady-state time. Accuracy
+call includes JIT compilation, the second is the steady-state time (from
+``--single-call-from`` features on they run once and the time includes compilation). Accuracy
 is measured the same way for every method in the parent process: the share of
 variance of the centred data in the span of the k loadings
 (``||X_c P||_F^2 / ||X_c||_F^2``), next to the top-k PCA optimum (jaxfactor
@@ -48,7 +49,7 @@ N = 10000
 CASES = [(2048, 20), (2048, 50), (4096, 20), (4096, 50), (16384, 20), (16384, 50)]
 QUICK = [(2048, 20), (16384, 50)]
 METHODS = ["jaxfactor_sca", "jaxfactor_sca_reduced", "sklearn_minibatch", "sklearn_sparsepca"]
-QUICK_METHODS = {(2048, 20): METHODS, (16384, 50): ["jaxfactor_sca", "jaxfactor_sca_reduced"]}
+QUICK_METHODS = {(2048, 20): METHODS, (16384, 50): ["jaxfactor_sca_reduced"]}
 
 
 def fit_once(method, x, k):
@@ -69,11 +70,10 @@ def fit_once(method, x, k):
     return model.components_, {"n_iter": int(getattr(model, "n_iter_", -1))}
 
 
-def worker(method, data_path, k, out_file):
+def worker(method, data_path, k, out_file, repeats):
     x = np.load(data_path, mmap_mode="r")
     x = np.ascontiguousarray(x)
     runs = []
-    repeats = 2 if method.startswith("jaxfactor") else 1
     for _ in range(repeats):
         t0 = time.perf_counter()
         comps, extra = fit_once(method, x, k)
@@ -85,8 +85,9 @@ def worker(method, data_path, k, out_file):
     print(json.dumps(result, default=float))
 
 
-def run_worker(method, data_path, k, out_file, timeout):
-    cmd = [sys.executable, __file__, "--worker", method, data_path, str(k), out_file]
+def run_worker(method, data_path, k, out_file, timeout, repeats):
+    cmd = [sys.executable, __file__, "--worker", method, data_path, str(k), out_file,
+           str(repeats)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -120,20 +121,52 @@ def pca_share(x, k):
     return float(np.sum(pca.explained_variance_ratio_))
 
 
+
+def render(payload: dict) -> str:
+    """The Markdown report of a results payload."""
+    info, rows = payload["machine"], payload["results"]
+    cols = [("p", "p"), ("k", "k"), ("method", "method"), ("seconds", "steady s"),
+            ("compile_seconds", "compile s"), ("calls", "calls"), ("n_iter", "iters"),
+            ("speedup_vs_minibatch", "x vs MiniBatchSparsePCA"), ("explained", "expl. var"),
+            ("pca_explained", "PCA top-k expl. var"), ("sparsity", "zeros"),
+            ("objective", "norm of B (Frobenius)"), ("error", "note"),
+            ("extrapolated_seconds", "extrap. s")]
+    load = info["load_average_at_start"]
+    return (f"# SCA benchmark{' (quick subset)' if payload['quick'] else ''}\n\n"
+            f"N = {N} rows of GAN-like data (benchmarks/datasets.gan_like, seed 0). "
+            f"Machine: {info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores; "
+            f"jax {info['jax']} ({info['jax_backend']}), scikit-learn {info['sklearn']}, "
+            f"numpy {info['numpy']}; BLAS {info['blas']}. Load average at start {load}: the "
+            f"machine is shared with other jobs, so absolute times are inflated; compare "
+            f"ratios. 'expl. var' is the share of variance in the span of the k loadings "
+            f"(same formula for every method); 'zeros' the fraction of exact zeros. "
+            f"Extrapolated times are linear-in-p estimates, not measurements.\n\n"
+            + markdown_table(rows, cols)
+            + (f"\n{payload['what_ran']}\n" if payload.get("what_ran") else ""))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="p=2048,k=20 (all methods) and p=16384,k=50 (jaxfactor only)")
+                    help="p=2048,k=20 (all methods) and p=16384,k=50 (jaxfactor reduced only)")
     ap.add_argument("--out", default=None, help="output directory (default benchmarks/results)")
     ap.add_argument("--peer-timeout", type=float, default=600.0,
                     help="wall-clock limit per scikit-learn fit, seconds")
-    ap.add_argument("--worker", nargs=4, metavar=("METHOD", "DATA", "K", "OUT"),
+    ap.add_argument("--jax-timeout", type=float, default=1800.0,
+                    help="wall-clock limit per jaxfactor worker (both calls), seconds")
+    ap.add_argument("--single-call-from", type=int, default=16384,
+                    help="from this p on, jaxfactor runs once (time includes compilation)")
+    ap.add_argument("--render", metavar="JSON", help="rewrite the Markdown of a results JSON")
+    ap.add_argument("--worker", nargs=5, metavar=("METHOD", "DATA", "K", "OUT", "REPEATS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        method, data, k, out = args.worker
-        worker(method, data, int(k), out)
+        method, data, k, out, repeats = args.worker
+        worker(method, data, int(k), out, int(repeats))
+        return
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
         return
     info = machine_info()
     cases = QUICK if args.quick else CASES
@@ -152,9 +185,12 @@ def main():
                     methods = [m for m in methods if m != "sklearn_sparsepca"]
                 for method in methods:
                     out = str(Path(tmp) / f"{method}_{p}_{k}.npy")
-                    timeout = args.peer_timeout if method.startswith("sklearn") else 1800.0
+                    jax_method = method.startswith("jaxfactor")
+                    timeout = args.jax_timeout if jax_method else args.peer_timeout
+                    repeats = 2 if jax_method and p < args.single_call_from else 1
                     print(f"== p={p} k={k} {method}", flush=True)
-                    res = run_worker(method, data_path, k, out, timeout)
+                    res = run_worker(method, data_path, k, out, timeout, repeats)
+                    res["calls"] = repeats
                     res.update(method=method, n=N, p=p, k=k, pca_explained=optimum)
                     if "error" not in res:
                         comps = np.load(out)
@@ -180,22 +216,7 @@ def main():
     payload = {"benchmark": "sca", "quick": args.quick, "machine": info, "results": rows,
                "note": ("shared 2-core machine with other jobs running: absolute times are "
                         "inflated and noisy; compare ratios measured in the same run")}
-    cols = [("p", "p"), ("k", "k"), ("method", "method"), ("seconds", "steady s"),
-            ("compile_seconds", "compile s"), ("n_iter", "iters"),
-            ("speedup_vs_minibatch", "x vs MiniBatchSparsePCA"), ("explained", "expl. var"),
-            ("pca_explained", "PCA top-k expl. var"), ("sparsity", "zeros"),
-            ("objective", "||B||_F"), ("error", "note"), ("extrapolated_seconds", "extrap. s")]
-    load = info["load_average_at_start"]
-    table = (f"# SCA benchmark{' (quick subset)' if args.quick else ''}\n\n"
-             f"N = {N} rows of GAN-like data (benchmarks/datasets.gan_like, seed 0). "
-             f"Machine: {info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores; "
-             f"jax {info['jax']} ({info['jax_backend']}), scikit-learn {info['sklearn']}, "
-             f"numpy {info['numpy']}; BLAS {info['blas']}. Load average at start {load}: the "
-             f"machine is shared with other jobs, so absolute times are inflated; compare "
-             f"ratios. 'expl. var' is the share of variance in the span of the k loadings "
-             f"(same formula for every method); 'zeros' the fraction of exact zeros. "
-             f"Extrapolated times are linear-in-p estimates, not measurements.\n\n"
-             + markdown_table(rows, cols))
+    table = render(payload)
     name = "bench_sca"  # quick runs say so in the title and the JSON
     j, m = write_results(name, payload, table, Path(args.out) if args.out else None)
     print(table)

@@ -26,6 +26,12 @@ Cost per iteration: two products with ``X`` (``X Y`` and ``X^T Z``, the mean
 folded in, ``X - mean`` never formed; the product the ordering needs is the one
 the next half-step uses) and ``O((n + p) k^2)`` polar/varimax work plus a sort
 of the ``p k`` loadings. The whole loop is one ``lax.while_loop`` in one jit.
+The varimax restarts are what grows fastest with ``k``: from the identity,
+varimax needs hundreds of steps on these bases (measured on a 2-core CPU: 767
+steps, 9 s, for a ``(10000, 50)`` orthonormal matrix; 459 steps, 10 s, for
+``(16384, 50)``), twice per iteration, so for ``k`` around 50 they dominate
+the products with ``X``. ``varimax_start='previous'`` starts each varimax from
+the last iterate's rotation instead (two steps near the fixed point).
 
 Kernels
   * :func:`prs` -- the polar-rotate-flip-shrink block.
