@@ -166,6 +166,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="reduced sizes (minutes, for smoke runs)")
     ap.add_argument("--out", default=None, help="output directory (default benchmarks/results)")
     ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--skip", nargs="*", default=[], help="methods to leave out (e.g. sklearn_full)")
     ap.add_argument("--worker", nargs=4, metavar=("METHOD", "CASE", "QUICK", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -183,7 +184,7 @@ def main():
             ref_comps, ref_ev = exact_reference(x, dims["k"])
             data_file = str(Path(tmp) / f"{case}.npz")
             np.save(data_file + ".data.npy", x)
-            for method in METHODS[case]:
+            for method in [m for m in METHODS[case] if m not in args.skip]:
                 out = data_file
                 res = run_worker(__file__, [method, case, "1" if args.quick else "0", out])
                 res.update(case=case, method=method, **dims)

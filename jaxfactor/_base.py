@@ -31,6 +31,35 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             V.check_n_features(self, arr, name)
         return arr, kind
 
+    def fit(self, X, y=None):
+        """Fit the model on ``X``.
+
+        Args:
+          X: ``(n_samples, n_features)`` float array (numpy, JAX or torch);
+            PCA also takes a row source (:mod:`jaxfactor.sources`, a
+            ``bridges`` activation stream, or a path to ``.npy`` data).
+          y: ignored.
+
+        Returns:
+          ``self``.
+        """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit, then return the ``(n_samples, k)`` transform of ``X``."""
+        return self.fit(X).transform(X)
+
+    def _intake_scores(self, x):
+        """Validate ``(n, k)`` scores for ``inverse_transform``."""
+        V.check_is_fitted(self)
+        kind = V.array_kind(x)
+        arr = V.check_matrix(x, "X")
+        if arr.shape[1] != self.n_components_:
+            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
+                             f"was fitted with {self.n_components_}")
+        return arr, kind
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _validation as V
 from ._base import Factorizer
@@ -592,24 +593,12 @@ class FastICA(Factorizer):
         return w
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X, y=None):
-        """Fit the model on ``X``.
-
-        Args:
-          X: ``(n_samples, n_features)`` float array (numpy, JAX or torch).
-          y: ignored.
-
-        Returns:
-          ``self``.
-        """
-        self._fit(X)
-        return self
-
-    def fit_transform(self, X, y=None):
-        """Fit and return the ``(n_samples, k)`` sources of ``X``."""
-        return self.fit(X).transform(X)
-
     def _fit(self, X):
+        # one BLAS thread for LAPACK (eigh, QR) beside XLA's own pool; see PCA._fit
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit_impl(X)
+
+    def _fit_impl(self, X):
         arr, _ = self._intake(X, reset=True, min_samples=2)
         n, p = arr.shape
         dtype = arr.dtype
@@ -704,11 +693,6 @@ class FastICA(Factorizer):
         Returns:
           ``(n, p)``, the same kind of array as ``X``.
         """
-        V.check_is_fitted(self)
-        kind = V.array_kind(X)
-        arr = V.check_matrix(X, "X")
-        if arr.shape[1] != self.n_components_:
-            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
-                             f"was fitted with {self.n_components_}")
+        arr, kind = self._intake_scores(X)
         out = arr @ jnp.asarray(self.mixing_, arr.dtype).T + jnp.asarray(self.mean_, arr.dtype)
         return V.restore_kind(out, kind)

@@ -531,12 +531,7 @@ class SCA(Factorizer):
         Returns:
           ``(n, p)``, the same kind of array as ``X``.
         """
-        V.check_is_fitted(self)
-        kind = V.array_kind(X)
-        arr = V.check_matrix(X, "X")
-        if arr.shape[1] != self.n_components_:
-            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
-                             f"was fitted with {self.n_components_}")
+        arr, kind = self._intake_scores(X)
         back = np.linalg.pinv(self.components_.T.astype(np.float64)).astype(arr.dtype)
         out = arr @ jnp.asarray(back) + jnp.asarray(self.mean_, arr.dtype)
         return V.restore_kind(out, kind)

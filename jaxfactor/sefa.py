@@ -183,10 +183,5 @@ class SeFa(Factorizer):
         Returns:
           ``(n, d)``, the same kind of array as ``X``.
         """
-        V.check_is_fitted(self)
-        kind = V.array_kind(X)
-        arr = V.check_matrix(X, "X")
-        if arr.shape[1] != self.n_components_:
-            raise ValueError(f"X has {arr.shape[1]} components, but {type(self).__name__} "
-                             f"was fitted with {self.n_components_}")
+        arr, kind = self._intake_scores(X)
         return V.restore_kind(arr @ jnp.asarray(self.components_, arr.dtype), kind)
