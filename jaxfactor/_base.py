@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import validate_data
 
 from . import _validation as V
+
+
+@jax.jit
+def _scores(x, components, mean, scale):
+    y = x @ components.T - (mean @ components.T)[None, :]
+    return y if scale is None else y / scale
 
 
 class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -49,6 +56,28 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def fit_transform(self, X, y=None):
         """Fit, then return the ``(n_samples, k)`` transform of ``X``."""
         return self.fit(X).transform(X)
+
+    def _score_scale(self):
+        """``(k,)`` divisor of the scores (PCA's whitening), or ``None``."""
+        return None
+
+    def transform(self, X):
+        """Scores of ``X``: ``(X - mean_) components_^T`` (the mean folded into
+        the product), divided by the estimator's score scale where it has one
+        (PCA with ``whiten=True``: ``sqrt(explained_variance_)``). For FastICA
+        these are the sources, for SCA epca's ``X Y``.
+
+        Args:
+          X: ``(n, p)`` float array (numpy, JAX or torch).
+
+        Returns:
+          ``(n, k)`` scores, the same kind of array as ``X``.
+        """
+        V.check_is_fitted(self)
+        arr, kind = self._intake(X, reset=False)
+        out = _scores(arr, jnp.asarray(self.components_, arr.dtype),
+                      jnp.asarray(self.mean_, arr.dtype), self._score_scale())
+        return V.restore_kind(out, kind)
 
     def _intake_scores(self, x):
         """Validate ``(n, k)`` scores for ``inverse_transform``."""

@@ -50,7 +50,6 @@ from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
 from ._policy import choose_svd_solver
 from .pca import pca_full
-from .pca import transform as _centred_transform
 from .randomized import randomized_svd
 from .sources import ArraySource
 
@@ -669,21 +668,6 @@ class FastICA(Factorizer):
         return self
 
     # ------------------------------------------------------------- transforms
-    def transform(self, X):
-        """Sources of ``X``: ``(X - mean_) components_^T``.
-
-        Args:
-          X: ``(n, p)`` float array (numpy, JAX or torch).
-
-        Returns:
-          ``(n, k)`` sources, the same kind of array as ``X``.
-        """
-        V.check_is_fitted(self)
-        arr, kind = self._intake(X, reset=False)
-        out = _centred_transform(arr, jnp.asarray(self.components_, arr.dtype),
-                                 jnp.asarray(self.mean_, arr.dtype))
-        return V.restore_kind(out, kind)
-
     def inverse_transform(self, X):
         """Mixed data from sources: ``X mixing_^T + mean_``.
 

@@ -288,26 +288,10 @@ class PCA(Factorizer):
         self.solver_ = solver
 
     # ------------------------------------------------------------- transforms
-    def _scale(self):
+    def _score_scale(self):
         if not self.whiten:
             return None
         return jnp.sqrt(jnp.maximum(jnp.asarray(self.explained_variance_), jnp.finfo(jnp.float32).tiny))
-
-    def transform(self, X):
-        """Scores of ``X``: ``(X - mean_) components_^T`` (divided by
-        ``sqrt(explained_variance_)`` when whitening).
-
-        Args:
-          X: ``(n, p)`` float array (numpy, JAX or torch).
-
-        Returns:
-          ``(n, k)`` scores, the same kind of array as ``X``.
-        """
-        V.check_is_fitted(self)
-        arr, kind = self._intake(X, reset=False)
-        c = jnp.asarray(self.components_, arr.dtype)
-        out = transform(arr, c, jnp.asarray(self.mean_, arr.dtype), self._scale())
-        return V.restore_kind(out, kind)
 
     def inverse_transform(self, X):
         """Data-space points from scores: ``X components_ + mean_`` (scores
@@ -321,5 +305,5 @@ class PCA(Factorizer):
         """
         arr, kind = self._intake_scores(X)
         out = inverse_transform(arr, jnp.asarray(self.components_, arr.dtype),
-                                jnp.asarray(self.mean_, arr.dtype), self._scale())
+                                jnp.asarray(self.mean_, arr.dtype), self._score_scale())
         return V.restore_kind(out, kind)

@@ -65,7 +65,6 @@ from ._linalg import polar, project_l1_ball, varimax
 from ._policy import choose_svd_solver
 from .accumulate import centred_matmul
 from .pca import pca_full
-from .pca import transform as _centred_transform
 from .randomized import randomized_svd
 from .sources import ArraySource
 
@@ -501,21 +500,6 @@ class SCA(Factorizer):
         if not self.converged_:
             V.warn_not_converged("SCA", self.n_iter_, float(res.change), float(self.tol))
         return self
-
-    def transform(self, X):
-        """Scores ``(X - mean_) components_^T`` (epca's ``X Y``).
-
-        Args:
-          X: ``(n, p)`` float array (numpy, JAX or torch).
-
-        Returns:
-          ``(n, k)`` scores, the same kind of array as ``X``.
-        """
-        V.check_is_fitted(self)
-        arr, kind = self._intake(X, reset=False)
-        out = _centred_transform(arr, jnp.asarray(self.components_, arr.dtype),
-                                 jnp.asarray(self.mean_, arr.dtype))
-        return V.restore_kind(out, kind)
 
     def inverse_transform(self, X):
         """Data-space points from scores: ``X pinv(Y) + mean_``.
