@@ -18,11 +18,11 @@ Images come back as ``uint8`` arrays ``(..., H, W, C)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 import torch
+from jaxfactor._io import atomic_write
 
 from .activations import _eval_mode
 from .generators import LatentAdapter, as_adapter
@@ -197,14 +197,4 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, *, pad: int = 2,
     if grid.shape[2] not in (1, 3, 4):
         raise ValueError(f"images need 1, 3 or 4 channels, got {grid.shape[2]}")
     img = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"), suffix=".png", fsync=False)

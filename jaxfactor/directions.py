@@ -26,11 +26,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import zipfile
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from ._io import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "Directions", "DirectionsFileError", "save_directions",
            "load_directions", "library_versions"]
@@ -154,20 +155,7 @@ def save_directions(path: str | os.PathLike, directions, scales=None, *, method:
     }
     text = json.dumps(meta, sort_keys=True)
     payload["metadata"] = np.frombuffer(text.encode("utf-8"), np.uint8)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".directions-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **payload), suffix=".npz.tmp")
 
 
 def _fail(path, why):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .accumulate import Accumulator
+from .accumulate import Accumulator, InFlight
 
 __all__ = ["LiftState", "LiftResult", "lift_accumulator", "lift_directions", "lift"]
 
@@ -253,6 +253,7 @@ def lift(source, estimator, *, space: str | None = None, ridge: float = 0.0,
     if n < 2:
         raise ValueError(f"lifting needs at least 2 rows, got {n}")
     acc, state = None, None
+    queue = InFlight(2)  # bound the blocks queued by async dispatch
     for lo in range(0, n, block_rows):
         hi = min(lo + block_rows, n)
         if hasattr(source, "read_with_latents"):
@@ -270,4 +271,5 @@ def lift(source, estimator, *, space: str | None = None, ridge: float = 0.0,
                                    dtype=dtype)
             state = acc.init()
         state = acc.update(state, (scores, lat))
+        queue.add(state)
     return LiftResult(*(np.asarray(x) for x in acc.finalize(state)))

@@ -173,7 +173,7 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     from bridges.activations import ActivationStream
 
     from . import SeFa
-    from .lifting import lift
+    from .lifting import lift, lift_directions
 
     t0 = time.perf_counter()
     if method == "sefa":
@@ -186,6 +186,7 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     stream = ActivationStream(latent=adapter, layer=layer, n_samples=n_samples, batch_size=batch_size,
                               seed=seed, pool=pool, pool_size=pool_size)
     est = make_estimator(method, n_components, random_state=random_state, **(estimator_params or {}))
+    x = None
     with progress_bar(n_samples, f"{method}: reading {layer}", show_progress) as update:
         if method == "pca" and stream.n_features > 1024:
             est.set_params(solver="streaming")
@@ -197,8 +198,14 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
         dirs = feature_directions(est)
         return Discovery(dirs, np.ones(len(dirs), np.float32), layer, est, None, time.perf_counter() - t0)
     sp = space or ("w" if "w" in adapter.latent_names else "z")
-    with progress_bar(n_samples, f"{method}: lifting to {sp}", show_progress) as update:
-        lifted = lift(ProgressSource(stream, update), est, space=sp)
+    if x is not None:
+        # the features are already in memory: regress on the latents of the same
+        # rows (regenerated from their indices) instead of re-running the generator
+        latents = np.asarray(stream.latents(0, n_samples)[sp])
+        lifted = lift_directions(latents, est.transform(x))
+    else:
+        with progress_bar(n_samples, f"{method}: lifting to {sp}", show_progress) as update:
+            lifted = lift(ProgressSource(stream, update), est, space=sp)
     d = np.asarray(lifted.directions, np.float64)
     norms = np.linalg.norm(d, axis=1)
     unit = (d / np.where(norms[:, None] == 0, 1, norms[:, None])).astype(np.float32)

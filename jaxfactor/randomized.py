@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import accumulate
+from ._io import atomic_write
 from ._linalg import orthonormalize, svd_flip
 from .sources import RowSource
 
@@ -228,16 +228,10 @@ def _ritz_flip(r, basis, k):
 def _save_checkpoint(path: str, fingerprint: str, stage: int, row: int, arrays: dict) -> None:
     """Write the state atomically: a temporary file in the same directory,
     then ``os.replace``, so a kill leaves either the old or the new file."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
-        np.savez(tmp, __fingerprint__=np.array(fingerprint), __stage__=np.array(stage),
-                 __row__=np.array(row), **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    atomic_write(path, lambda f: np.savez(f, __fingerprint__=np.array(fingerprint),
+                                          __stage__=np.array(stage), __row__=np.array(row), **arrays),
+                 suffix=".npz")
 
 
 def _load_checkpoint(path: str, fingerprint: str):

@@ -52,6 +52,22 @@ class EditFIDResult(NamedTuple):
     edited_statistics: FeatureStatistics
 
 
+def latents_and_directions(latents, directions):
+    """Check and shape ``(M, *latent_shape)`` latents and ``(K, *latent_shape)``
+    directions (one direction may come without its leading axis); returns
+    them as numpy arrays, the directions in float64."""
+    latents = np.asarray(latents)
+    directions = np.asarray(directions, dtype=np.float64)
+    if latents.ndim < 2:
+        raise ValueError(f"latents must be (M, *latent_shape); got shape {latents.shape}")
+    if directions.ndim == latents.ndim - 1:
+        directions = directions[None]
+    if directions.shape[1:] != latents.shape[1:]:
+        raise ValueError(f"directions have shape {directions.shape}; expected "
+                         f"(K, {', '.join(map(str, latents.shape[1:]))}) to match the latents")
+    return latents, directions
+
+
 def edit_choices(n_images: int, n_directions: int, *, alpha_range: float = 3.0,
                  alpha_dist: str = "uniform", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The per-image random choices of the edit-FID protocol.
@@ -122,15 +138,7 @@ def edit_fid(render: Callable, latents, directions, feature_fn: Callable, *,
     Returns:
       :class:`EditFIDResult` with the number and the per-image choices.
     """
-    latents = np.asarray(latents)
-    directions = np.asarray(directions, dtype=np.float64)
-    if latents.ndim < 2:
-        raise ValueError(f"latents must be (M, *latent_shape); got shape {latents.shape}")
-    if directions.ndim == latents.ndim - 1:
-        directions = directions[None]
-    if directions.shape[1:] != latents.shape[1:]:
-        raise ValueError(f"directions have shape {directions.shape}; expected "
-                         f"(K, {', '.join(map(str, latents.shape[1:]))}) to match the latents")
+    latents, directions = latents_and_directions(latents, directions)
     if not np.all(np.isfinite(directions)):
         raise ValueError("directions contain NaN or inf values")
     if batch_size < 1:

@@ -37,6 +37,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from .protocols import latents_and_directions
+
 __all__ = ["WalkPredictions", "WalkScores", "walk_predictions", "walk_scores",
            "plot_walk_curves"]
 
@@ -116,15 +118,7 @@ def walk_predictions(render: Callable, predict: Callable, latents, directions, d
       :class:`WalkPredictions` (``K * (S - 1) * N + N`` images are rendered:
       the start images once for all directions).
     """
-    latents = np.asarray(latents)
-    directions = np.asarray(directions, dtype=np.float64)
-    if latents.ndim < 2:
-        raise ValueError(f"latents must be (N, *latent_shape); got shape {latents.shape}")
-    if directions.ndim == latents.ndim - 1:
-        directions = directions[None]
-    if directions.shape[1:] != latents.shape[1:]:
-        raise ValueError(f"directions have shape {directions.shape}; expected (K, "
-                         f"{', '.join(map(str, latents.shape[1:]))}) to match the latents")
+    latents, directions = latents_and_directions(latents, directions)
     if normalize:
         norms = np.sqrt(np.sum(directions ** 2, axis=tuple(range(1, directions.ndim)),
                                keepdims=True))
