@@ -48,17 +48,22 @@ from threadpoolctl import threadpool_limits
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
-from ._policy import choose_svd_solver
+from ._policy import (DECORRELATIONS, SVD_MAX_ENTRIES, WHITEN_SOLVERS, choose_decorrelation,
+                      choose_whiten_range, choose_whiten_solver)
 from .pca import pca_full
-from .randomized import randomized_svd
-from .sources import ArraySource
+from .randomized import randomized_svd, randomized_svd_source
+from .sharding import row_sharding
+from .sources import ArraySource, RowSource, is_source
 
 __all__ = [
     "WhiteningResult",
     "ICAResult",
     "CONTRASTS",
     "WHITEN_SOLVERS",
+    "DECORRELATIONS",
+    "choose_whiten_solver",
     "whiten",
+    "whiten_source",
     "symmetric_decorrelation",
     "fastica_parallel",
     "fastica_deflation",
@@ -69,21 +74,7 @@ __all__ = [
 CONTRASTS = ("logcosh", "exp", "cube")
 ALGORITHMS = ("parallel", "deflation")
 WHITEN_OPTIONS = ("unit-variance", "arbitrary-variance", False)
-WHITEN_SOLVERS = ("auto", "eigh", "svd", "randomized")
-SVD_MAX_ENTRIES = 1 << 22
 
-
-def choose_whiten_solver(solver: str, n_samples: int, n_features: int, n_components: int) -> str:
-    """Resolve ``whiten_solver='auto'``: :func:`jaxfactor._policy.choose_svd_solver`
-    decides exact vs randomized; an exact whitening of a small matrix
-    (``n p <= 2^22`` entries) is a thin SVD (one compiled program, accurate to
-    ``eps``), a larger one the covariance ``eigh`` (one pass, ``O(n p^2)``).
-    Any other value is returned as is."""
-    if solver != "auto":
-        return solver
-    if choose_svd_solver("auto", n_samples, n_features, n_components, True) != "full":
-        return "randomized"
-    return "svd" if n_samples * n_features <= SVD_MAX_ENTRIES else "eigh"
 
 
 class WhiteningResult(NamedTuple):
@@ -217,62 +208,123 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
 # ------------------------------------------------------------------ contrasts
 
 
-def _contrast(fun: str, y: jax.Array, alpha) -> tuple[jax.Array, jax.Array]:
-    """``(g(y), mean over samples of g'(y))`` for samples along axis 0."""
+def _contrast(fun: str, y: jax.Array, alpha, n_valid) -> tuple[jax.Array, jax.Array]:
+    """``(g(y), mean over the n_valid true samples of g'(y))`` for samples along axis 0.
+
+    Rows beyond the first ``n_valid`` are padding (zero whitened rows, see
+    :func:`fastica`): ``g(0) = 0`` for every contrast, so they add nothing to
+    ``E[g(y) z^T]``, but ``g'(0)`` is not zero (``alpha`` for logcosh, ``1``
+    for exp), so their share is taken off the sum of ``g'`` before dividing
+    by the true count.
+    """
+    n_pad = y.shape[0] - n_valid
     if fun == "logcosh":
         gy = jnp.tanh(alpha * y)
-        return gy, jnp.mean(alpha * (1 - gy * gy), axis=0)
-    if fun == "exp":
+        gp, gp0 = alpha * (1 - gy * gy), alpha
+    elif fun == "exp":
         e = jnp.exp(-0.5 * y * y)
-        return y * e, jnp.mean((1 - y * y) * e, axis=0)
-    if fun == "cube":
-        return y * y * y, jnp.mean(3 * y * y, axis=0)
-    raise ValueError(f"fun must be one of {CONTRASTS}, got {fun!r}")
+        gy, gp, gp0 = y * e, (1 - y * y) * e, 1.0
+    elif fun == "cube":
+        gy, gp, gp0 = y * y * y, 3 * y * y, 0.0
+    else:
+        raise ValueError(f"fun must be one of {CONTRASTS}, got {fun!r}")
+    mean_gp = (jnp.sum(gp, axis=0) - n_pad.astype(y.dtype) * gp0) / n_valid.astype(y.dtype)
+    return gy, mean_gp
 
 
-def symmetric_decorrelation(w: jax.Array) -> jax.Array:
+def symmetric_decorrelation(w: jax.Array, method: str = "eigh") -> jax.Array:
     """Symmetric decorrelation ``(W W^T)^{-1/2} W``: the orthogonal matrix
-    nearest to ``w`` (its polar factor), by an ``eigh`` of ``W W^T``.
+    nearest to ``w`` (its polar factor).
 
     Args:
       w: ``(k, k)`` float array of full rank.
+      method: ``'eigh'`` (an eigendecomposition of ``W W^T``; fastest on CPU)
+        or ``'newton-schulz'`` (the matrix-product-only iteration
+        ``X <- 1.5 X - 0.5 X X^T X`` from ``X_0 = W / sqrt(||W W^T||_1)``,
+        until ``max |X X^T - I| <= 50 eps`` or 40 steps; what accelerators
+        want). See :func:`jaxfactor._policy.choose_decorrelation`.
 
     Returns:
       ``(k, k)`` array with orthonormal rows.
     """
-    return symmetric_inverse_sqrt(w @ w.T) @ w
+    if method == "eigh":
+        return symmetric_inverse_sqrt(w @ w.T) @ w
+    if method != "newton-schulz":
+        raise ValueError(f"method must be 'eigh' or 'newton-schulz', got {method!r}")
+    return _newton_schulz(w)
+
+
+def _newton_schulz(w, max_steps=40):
+    """Polar factor by Newton-Schulz; converges for singular values of the scaled
+    start in ``(0, sqrt(3))`` (here ``(0, 1]``), quadratically near 1."""
+    k = w.shape[0]
+    eye = jnp.eye(k, dtype=w.dtype)
+    gram = w @ w.T
+    x = w / jnp.sqrt(jnp.max(jnp.sum(jnp.abs(gram), axis=0)))   # ||W W^T||_1 >= sigma_max^2
+    limit = 50 * jnp.finfo(w.dtype).eps
+
+    def cond(state):
+        _, gram_x, i = state
+        return (i < max_steps) & (jnp.max(jnp.abs(gram_x - eye)) > limit)
+
+    def body(state):
+        x, gram_x, i = state
+        x = 1.5 * x - 0.5 * gram_x @ x
+        return x, x @ x.T, i + 1
+
+    x, _, _ = jax.lax.while_loop(cond, body, (x, x @ x.T, jnp.zeros((), jnp.int32)))
+    return x
+
+
+def _gt_z(gy, white):
+    """``g(Y)^T Z`` (``(k, k)``), both ``(n, k)``: one product contracting the row axis."""
+    return gy.T @ white
 
 
 # ------------------------------------------------------------------ iterations
 
 
-@partial(jax.jit, static_argnames=("fun",))
+def _as_count(n_valid, n):
+    return jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
+
+
+@partial(jax.jit, static_argnames=("fun", "decorrelation"))
 def fastica_parallel(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
-                     alpha=1.0, tol=1e-4, max_iter: int = 200) -> ICAResult:
+                     alpha=1.0, tol=1e-4, max_iter: int = 200, n_valid=None,
+                     decorrelation: str = "eigh") -> ICAResult:
     """Parallel (symmetric) FastICA on whitened data (Hyvarinen 1999, eq. 8.4).
 
     Iterates ``W <- decorrelate(E[g(W z) z^T] - diag(E[g'(W z)]) W)`` from
     ``decorrelate(w_init)`` until ``max_i | |<w_i^new, w_i>| - 1 | < tol`` or
-    ``max_iter`` iterations, in a ``lax.while_loop``.
+    ``max_iter`` iterations, in a ``lax.while_loop``. One iteration is two
+    ``(n, k) x (k, k)``-sized products (``Y = Z W^T`` and ``g(Y)^T Z``), the
+    contrast, and the ``k x k`` decorrelation. With ``white`` row-sharded
+    over a mesh, XLA splits both products by rows and sums ``g(Y)^T Z`` over
+    the devices; ``W`` stays replicated.
 
     Args:
-      white: ``(n, k)`` whitened data (zero mean, identity covariance).
+      white: ``(n, k)`` whitened data (zero mean, identity covariance); rows
+        beyond ``n_valid`` must be zero (padding to a multiple of a mesh).
       w_init: ``(k, k)`` starting matrix (any full-rank matrix).
       fun: contrast, one of :data:`CONTRASTS` (static).
       alpha: logcosh constant in ``[1, 2]``.
       tol: convergence tolerance (traced).
       max_iter: iteration cap (traced: changing it does not recompile).
+      n_valid: number of true rows (``None``: all ``n``); means divide by it.
+      decorrelation: ``'eigh'`` or ``'newton-schulz'`` (static; see
+        :func:`symmetric_decorrelation`).
 
     Returns:
       :class:`ICAResult`.
     """
-    return _parallel(white, w_init, fun, alpha, tol, max_iter)
+    return _parallel(white, w_init, fun, alpha, tol, max_iter, _as_count(n_valid, white.shape[0]),
+                     decorrelation)
 
 
-def _parallel(white, w_init, fun, alpha, tol, max_iter):
-    n = white.shape[0]
+def _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation="eigh"):
     dtype = white.dtype
-    w0 = symmetric_decorrelation(w_init.astype(dtype))
+    count = n_valid.astype(dtype)
+    w0 = symmetric_decorrelation(w_init.astype(dtype), decorrelation)
     alpha = jnp.asarray(alpha, dtype)
     tol = jnp.asarray(tol, dtype)
 
@@ -283,9 +335,9 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter):
     def body(state):
         w, it, _ = state
         y = white @ w.T                                  # (n, k)
-        gy, gpy = _contrast(fun, y, alpha)
-        w1 = (gy.T @ white) / n - gpy[:, None] * w       # one (k, n) @ (n, k) product
-        w1 = symmetric_decorrelation(w1)
+        gy, gpy = _contrast(fun, y, alpha, n_valid)
+        w1 = _gt_z(gy, white) / count - gpy[:, None] * w
+        w1 = symmetric_decorrelation(w1, decorrelation)
         change = jnp.max(jnp.abs(jnp.abs(jnp.sum(w1 * w, axis=1)) - 1))
         return w1, it + 1, change
 
@@ -296,7 +348,7 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter):
 
 @partial(jax.jit, static_argnames=("fun",))
 def fastica_deflation(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
-                      alpha=1.0, tol=1e-4, max_iter: int = 200) -> ICAResult:
+                      alpha=1.0, tol=1e-4, max_iter: int = 200, n_valid=None) -> ICAResult:
     """Deflation FastICA on whitened data (Hyvarinen 1999, eq. 8.3).
 
     For ``j = 0..k-1`` (a ``fori_loop``), starting from ``w_init[j]``:
@@ -305,20 +357,21 @@ def fastica_deflation(white: jax.Array, w_init: jax.Array, *, fun: str = "logcos
     or ``max_iter`` (a ``while_loop``).
 
     Args:
-      white: ``(n, k)`` whitened data.
+      white: ``(n, k)`` whitened data (rows beyond ``n_valid`` zero).
       w_init: ``(k, k)`` starting rows.
-      fun, alpha, tol, max_iter: as for :func:`fastica_parallel`.
+      fun, alpha, tol, max_iter, n_valid: as for :func:`fastica_parallel`.
 
     Returns:
       :class:`ICAResult`: ``n_iter`` is the largest count of any component,
       ``change`` the largest final change.
     """
-    return _deflation(white, w_init, fun, alpha, tol, max_iter)
+    return _deflation(white, w_init, fun, alpha, tol, max_iter, _as_count(n_valid, white.shape[0]))
 
 
-def _deflation(white, w_init, fun, alpha, tol, max_iter):
-    n, k = white.shape
+def _deflation(white, w_init, fun, alpha, tol, max_iter, n_valid):
+    k = white.shape[1]
     dtype = white.dtype
+    count = n_valid.astype(dtype)
     alpha = jnp.asarray(alpha, dtype)
     tol = jnp.asarray(tol, dtype)
     w_init = w_init.astype(dtype)
@@ -334,8 +387,8 @@ def _deflation(white, w_init, fun, alpha, tol, max_iter):
         def body(state):
             w, it, _ = state
             y = white @ w                                 # (n,)
-            gy, gpy = _contrast(fun, y, alpha)
-            w1 = (gy @ white) / n - gpy * w
+            gy, gpy = _contrast(fun, y, alpha, n_valid)
+            w1 = (gy @ white) / count - gpy * w
             # Rows not yet found are zero, so projecting on all rows projects
             # on the first j; twice for numerical orthogonality.
             w1 = w1 - (w_all @ w1) @ w_all
@@ -353,10 +406,10 @@ def _deflation(white, w_init, fun, alpha, tol, max_iter):
     return ICAResult(w, it, change < tol, change)
 
 
-@partial(jax.jit, static_argnames=("algorithm", "fun"))
+@partial(jax.jit, static_argnames=("algorithm", "fun", "decorrelation"))
 def fastica(white: jax.Array, *, key: jax.Array | None = None, w_init: jax.Array | None = None,
             algorithm: str = "parallel", fun: str = "logcosh", alpha=1.0, tol=1e-4,
-            max_iter: int = 200) -> ICAResult:
+            max_iter: int = 200, n_valid=None, decorrelation: str = "eigh") -> ICAResult:
     """FastICA on whitened data: draws the starting matrix and runs the algorithm,
     in one compiled program.
 
@@ -366,19 +419,21 @@ def fastica(white: jax.Array, *, key: jax.Array | None = None, w_init: jax.Array
         ``(k, k)`` (ignored when ``w_init`` is given; ``None`` means key 0).
       w_init: ``(k, k)`` starting matrix, or ``None``.
       algorithm: ``'parallel'`` or ``'deflation'`` (static).
-      fun, alpha, tol, max_iter: see :func:`fastica_parallel`.
+      fun, alpha, tol, max_iter, n_valid, decorrelation: see
+        :func:`fastica_parallel` (``decorrelation`` is used by ``'parallel'``).
 
     Returns:
       :class:`ICAResult`.
     """
     k = white.shape[1]
+    n_valid = _as_count(n_valid, white.shape[0])
     if w_init is None:
         key = jax.random.key(0) if key is None else key
         w_init = jax.random.normal(key, (k, k), white.dtype)
     if algorithm == "parallel":
-        return _parallel(white, w_init, fun, alpha, tol, max_iter)
+        return _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation)
     if algorithm == "deflation":
-        return _deflation(white, w_init, fun, alpha, tol, max_iter)
+        return _deflation(white, w_init, fun, alpha, tol, max_iter, n_valid)
     raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
