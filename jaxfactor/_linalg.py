@@ -22,6 +22,7 @@ __all__ = [
     "symmetric_inverse_sqrt",
     "soft_threshold",
     "l1_ball_threshold",
+    "l1_ball_threshold_active_set",
     "project_l1_ball",
     "VarimaxResult",
     "varimax",
@@ -220,7 +221,51 @@ def l1_ball_threshold(x: jax.Array, radius) -> jax.Array:
 
 
 @jax.jit
-def project_l1_ball(x: jax.Array, radius) -> jax.Array:
+def l1_ball_threshold_active_set(x: jax.Array, radius) -> jax.Array:
+    """The threshold of :func:`l1_ball_threshold`, exact, without a sort.
+
+    Michelot's active-set iteration (Michelot 1986; Condat 2016, alg. 2): with
+    ``v = |x|`` and ``theta_0 = (sum v - radius) / size``, repeat
+    ``A = {v > theta}``, ``theta = (sum_A v - radius) / |A|``. ``theta``
+    grows monotonically and the active set shrinks; when it stops changing
+    ``theta`` is exactly the sort-based value (same formula on the same set),
+    after a few tens of ``O(size)`` masked sums in practice. It exists because
+    XLA's CPU sort is slow: 1.5 s for the ``16384 x 50`` loadings of SCA on
+    2 cores (numpy sorts them in 50 ms), against milliseconds here.
+
+    Args:
+      x: float array of any shape (one vector: for a matrix, the entrywise
+        L1 norm).
+      radius: positive scalar.
+
+    Returns:
+      ``()`` array, ``theta >= 0``, in ``x``'s dtype.
+    """
+    v = jnp.abs(x).ravel()
+    radius = jnp.asarray(radius, x.dtype)
+    total = jnp.sum(v)
+
+    def theta_of(active):
+        count = jnp.sum(active)
+        return (jnp.sum(jnp.where(active, v, 0)) - radius) / jnp.maximum(count, 1).astype(x.dtype)
+
+    def cond(state):
+        count, prev_count, _ = state
+        return count != prev_count
+
+    def body(state):
+        count, _, theta = state
+        active = v > theta
+        return jnp.sum(active), count, theta_of(active)
+
+    theta0 = (total - radius) / v.shape[0]
+    size = jnp.asarray(v.shape[0], jnp.int32)
+    _, _, theta = jax.lax.while_loop(cond, body, (size, size + 1, theta0))
+    return jnp.where(total <= radius, jnp.zeros((), x.dtype), jnp.maximum(theta, 0))
+
+
+@partial(jax.jit, static_argnames=("method",))
+def project_l1_ball(x: jax.Array, radius, *, method: str = "sort") -> jax.Array:
     """Euclidean projection of ``x`` (all entries together) onto
     ``{v : ||v||_1 <= radius}``.
 
@@ -232,10 +277,15 @@ def project_l1_ball(x: jax.Array, radius) -> jax.Array:
     Args:
       x: float array of any shape.
       radius: positive scalar.
+      method: ``'sort'`` (:func:`l1_ball_threshold`) or ``'active_set'``
+        (:func:`l1_ball_threshold_active_set`, the same exact threshold
+        without a sort; much faster on CPU for large ``x``).
 
     Returns:
       Array of ``x``'s shape and dtype.
     """
+    if method == "active_set":
+        return soft_threshold(x, l1_ball_threshold_active_set(x, radius))
     return soft_threshold(x, l1_ball_threshold(x, radius))
 
 

@@ -176,7 +176,7 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
         q = varimax(q, tol, steps, init=start, n_rows=n_rows).rotated
     q = flip_skewness(q)
     if budget is not None:
-        q = project_l1_ball(q, budget)
+        q = project_l1_ball(q, budget, method="active_set")
     return q
 
 

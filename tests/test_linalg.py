@@ -172,3 +172,38 @@ def test_varimax_warm_start_from_optimum_stops_at_once(rng):
     np.testing.assert_allclose(np.asarray(warm.rotated), np.asarray(cold.rotated), atol=1e-2)
     crit_warm = _varimax_criterion(np.asarray(warm.rotated, np.float64))
     assert crit_warm >= _varimax_criterion(np.asarray(cold.rotated, np.float64)) * (1 - 1e-5)
+
+
+def test_varimax_zero_padding_rows_with_true_count_change_nothing(rng):
+    # rows of zeros (a row-sharded matrix padded to the mesh size) add nothing to the
+    # sums; with the true row count the column means, and so the rotation, are unchanged
+    sparse = rng.standard_normal((90, 4)) * (rng.uniform(size=(90, 4)) < 0.3)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    a = (sparse @ q).astype(np.float32)
+    padded = np.concatenate([a, np.zeros((6, 4), np.float32)])
+    # five steps each (tol 0): the same map, so only rounding may differ (near the
+    # flat optimum float32 fixed points drift by ~1e-4, so do not run to it)
+    plain = L.varimax(jnp.asarray(a), 0.0, 5)
+    counted = L.varimax(jnp.asarray(padded), 0.0, 5, n_rows=90)
+    np.testing.assert_allclose(np.asarray(counted.rotation), np.asarray(plain.rotation), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(counted.rotated)[:90], np.asarray(plain.rotated), atol=1e-5)
+    assert np.all(np.asarray(counted.rotated)[90:] == 0)
+    # and the count matters: the padded row count gives another rotation
+    wrong = L.varimax(jnp.asarray(padded), 0.0, 5)
+    assert np.max(np.abs(np.asarray(wrong.rotation) - np.asarray(plain.rotation))) > 1e-4
+
+
+@pytest.mark.parametrize("shape", [(200, 5), (3000,)])
+def test_l1_threshold_active_set_equals_sort(rng, shape):
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 3.0, shape)).astype(np.float32)
+    l1 = float(np.abs(x).sum())
+    for frac in (1e-3, 0.05, 0.3, 0.9, 0.999, 1.5):
+        want = float(L.l1_ball_threshold(jnp.asarray(x), frac * l1))
+        got = float(L.l1_ball_threshold_active_set(jnp.asarray(x), frac * l1))
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6 * float(np.abs(x).max())), frac
+        proj = np.asarray(L.project_l1_ball(jnp.asarray(x), frac * l1, method="active_set"))
+        assert np.abs(proj).sum() == pytest.approx(min(frac, 1.0) * l1, rel=1e-4)
+    # ties: equal magnitudes shrink together
+    t = jnp.asarray([[1.0, -1.0], [1.0, 0.5]], jnp.float32)
+    np.testing.assert_allclose(np.asarray(L.project_l1_ball(t, 1.5, method="active_set")),
+                               [[0.5, -0.5], [0.5, 0.0]], atol=1e-6)

@@ -9,7 +9,9 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
 from jaxfactor._validation import ConvergenceWarning, NotFittedError
-from jaxfactor.sca import SCA, flip_skewness, prs, sca, sca_iterate
+from jaxfactor.sca import (SCA, choose_reduced_rank, flip_skewness, prs, sca,
+                           sca_iterate)
+from jaxfactor.sources import ArraySource
 
 from .helpers import exact_pca, principal_angles_deg
 
@@ -235,3 +237,43 @@ def test_bad_input(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SCA(3).fit(x)  # default gamma is in range and converges: no warning
+
+
+def test_mean_padding_rows_change_nothing(rng):
+    # the single-device form of row sharding: pad with mean rows, pass the true count
+    import jax
+
+    x, y_true = planted_sparse(rng)
+    gamma = 0.9 * np.abs(y_true).sum()
+    padded = np.concatenate([x, np.broadcast_to(x.mean(0), (4, P))]).astype(np.float32)
+    # (the reduced variant is checked the same way on a real mesh in test_sca_scale.py)
+    plain = sca(jnp.asarray(x), 3, key=jax.random.key(0), gamma=gamma)
+    pad = sca(jnp.asarray(padded), 3, key=jax.random.key(0), gamma=gamma, n_rows=N)
+    np.testing.assert_allclose(np.asarray(pad.loadings), np.asarray(plain.loadings), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(pad.explained_variance_ratio),
+                               np.asarray(plain.explained_variance_ratio), rtol=1e-4)
+    assert np.max(np.abs(np.asarray(pad.scores)[N:])) < 1e-4 * np.abs(np.asarray(pad.scores)).max()
+
+
+def test_row_source_fit_matches_in_memory_reduced_fit(rng):
+    x, y_true = planted_sparse(rng)
+    gamma = 0.9 * np.abs(y_true).sum()
+    mem = SCA(3, gamma=gamma, reduced_rank=10).fit(x)
+    src = SCA(3, gamma=gamma, reduced_rank=10, block_rows=64).fit(ArraySource(x))
+    assert src.reduced_rank_ == 10 and src.n_features_in_ == P
+    np.testing.assert_allclose(src.components_, mem.components_, atol=1e-4)
+    np.testing.assert_allclose(src.explained_variance_ratio_, mem.explained_variance_ratio_,
+                               rtol=1e-4)
+    np.testing.assert_allclose(src.B_, mem.B_, atol=1e-3 * np.abs(mem.B_).max())
+    np.testing.assert_allclose(src.transform(x), mem.transform(x), atol=1e-3)
+
+
+def test_reduced_rank_policy():
+    assert choose_reduced_rank("auto", 300, 100, 3) is None           # small: iterate on X
+    assert choose_reduced_rank("auto", 10000, 16384, 50) == 110       # large: rank 2k + 10
+    assert choose_reduced_rank("auto", 10000, 16384, 5000) == 10000   # capped at min(n, p)
+    assert choose_reduced_rank(None, 10000, 16384, 50) is None
+    assert choose_reduced_rank(7, 10000, 16384, 5) == 7
+    # row sources always use the reduced variant
+    assert choose_reduced_rank(None, 300, 100, 3, in_memory=False) == 16
+    assert choose_reduced_rank(7, 300, 100, 3, in_memory=False) == 7
