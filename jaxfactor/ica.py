@@ -36,6 +36,7 @@ Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -52,8 +53,8 @@ from ._policy import (DECORRELATIONS, SVD_MAX_ENTRIES, WHITEN_SOLVERS, choose_de
                       choose_whiten_range, choose_whiten_solver)
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
-from .sharding import row_sharding
-from .sources import ArraySource, RowSource, is_source
+from .sharding import row_sharding, shard_rows
+from .sources import ArraySource, RowSource, as_source, is_source
 
 __all__ = [
     "WhiteningResult",
@@ -151,14 +152,19 @@ def _whiten_svd(x, n_components):
 
 
 @jax.jit
-def _white_from_u(u, vt, s, mean):
+def _white_from_u(u, vt, s, mean, n_valid):
+    """``Z = sqrt(n) U`` with signs flipped to the first-entry convention; rows
+    at or beyond ``n_valid`` (mesh padding) set exactly to zero."""
     signs = _first_entry_signs(vt)
-    white = u * (signs * jnp.sqrt(jnp.asarray(u.shape[0], u.dtype)))[None, :]
+    rows = jnp.arange(u.shape[0]) < n_valid
+    scale = signs * jnp.sqrt(n_valid.astype(u.dtype))
+    white = jnp.where(rows[:, None], u * scale[None, :], 0)
     return WhiteningResult(white, vt * signs[:, None], s, mean)
 
 
 def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
-           key: jax.Array | None = None, **randomized_kwargs) -> WhiteningResult:
+           key: jax.Array | None = None, n_valid: int | None = None,
+           **randomized_kwargs) -> WhiteningResult:
     """PCA whitening of ``x`` to ``n_components`` dimensions.
 
     Computes the top-``k`` SVD of the centred data ``X_c = U diag(s) Vt`` and
@@ -170,27 +176,37 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
       when ``n >= p``, thin SVD otherwise), then one projection pass;
     * ``'svd'``: exact thin SVD of the centred data;
     * ``'randomized'``: :func:`jaxfactor.randomized.randomized_svd` with the
-      mean folded in (``X_c`` is never formed), ``O(n p k)``;
-    * ``'auto'``: :func:`choose_whiten_solver`: exact for ``p <= 1024`` or
-      ``k >= 0.4 min(n, p)`` (``'svd'`` for small matrices, ``'eigh'``
-      otherwise), randomized otherwise -- so ``p = 16384`` never meets a
-      ``p x p`` eigendecomposition unless ``'eigh'`` is asked for.
+      mean folded in (``X_c`` is never formed), ``O(n p k)``; ``x`` may be
+      row-sharded over a mesh (then padded with mean rows, see
+      :func:`jaxfactor.sharding.shard_rows`, and ``n_valid`` the true count);
+    * ``'auto'``: :func:`jaxfactor._policy.choose_whiten_solver`: exact for
+      ``p <= 1024`` or ``k >= 0.4 min(n, p)`` (``'svd'`` for small matrices,
+      ``'eigh'`` otherwise), randomized otherwise -- so ``p = 16384`` never
+      meets a ``p x p`` eigendecomposition unless ``'eigh'`` is asked for.
 
     Args:
       x: ``(n, p)`` float32/float64 array, ``n >= 2``.
       n_components: ``k <= min(n - 1, p)``.
       solver: one of :data:`WHITEN_SOLVERS`.
       key: ``jax.random`` key for the randomized solver.
-      **randomized_kwargs: ``method``, ``n_oversamples``, ``n_iter``,
-        ``block_size`` for :func:`~jaxfactor.randomized.randomized_svd`.
+      n_valid: true row count when ``x`` carries mean-padding rows at the end
+        (randomized solver only); their whitened rows are exactly zero.
+      **randomized_kwargs: ``method`` (``'auto'`` resolved by
+        :func:`jaxfactor._policy.choose_whiten_range`), ``n_oversamples``,
+        ``n_iter``, ``block_size`` for
+        :func:`~jaxfactor.randomized.randomized_svd`.
 
     Returns:
-      :class:`WhiteningResult`. Assumes ``x`` is finite and the centred data
-      have rank ``>= k`` (callers check ``singular_values``).
+      :class:`WhiteningResult` (``white`` has ``x``'s row count). Assumes
+      ``x`` is finite and the centred data have rank ``>= k`` (callers check
+      ``singular_values``).
     """
     n, p = x.shape
     k = int(n_components)
-    solver = choose_whiten_solver(solver, n, p, k)
+    n_true = n if n_valid is None else int(n_valid)
+    solver = choose_whiten_solver(solver, n_true, p, k)
+    if solver != "randomized" and n_true != n:
+        raise ValueError("n_valid (padded rows) is supported by the randomized solver only")
     if solver == "svd":
         return _whiten_svd(x, k)
     if solver == "eigh":
@@ -200,9 +216,66 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
         return WhiteningResult(white, vt, s, res.mean)
     if solver == "randomized":
         key = jax.random.key(0) if key is None else key
-        svd = randomized_svd(x, k, key=key, center=True, compute_u=True, **randomized_kwargs)
-        return _white_from_u(svd.u, svd.vt, svd.s, svd.mean)
+        kw = dict(randomized_kwargs)
+        kw["method"], kw["n_iter"] = choose_whiten_range(kw.get("method", "auto"), kw.get("n_iter"),
+                                                         n_true, p, k)
+        svd = randomized_svd(x, k, key=key, center=True, compute_u=True, **kw)
+        return _white_from_u(svd.u, svd.vt, svd.s, svd.mean, jnp.asarray(n_true, jnp.int32))
     raise ValueError(f"solver must be one of {WHITEN_SOLVERS}, got {solver!r}")
+
+
+@jax.jit
+def _white_block(x, mean, vt, scale):
+    return (x @ vt.T - (mean @ vt.T)[None, :]) * scale[None, :]
+
+
+def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
+                  method: str = "auto", n_oversamples: int | None = None,
+                  n_iter: int | None = None, block_size: int | None = None,
+                  block_rows: int = 4096, dtype=jnp.float32,
+                  progress=None) -> WhiteningResult:
+    """PCA whitening of data read as row blocks from a replayable source.
+
+    The top-``k`` right singular vectors and singular values of the centred
+    data come from :func:`jaxfactor.randomized.randomized_svd_source` (passes
+    over row blocks; ``X`` is never held), then one more pass projects each
+    block: ``Z_b = sqrt(n) (X_b - 1 mean^T) Vt^T diag(1/s)``. The ``(n, k)``
+    whitened matrix is kept in host memory (``n k`` floats: 40 MB for
+    ``n = 10^4``, ``k = 1000``); peak memory otherwise stays at a few blocks
+    of ``block_rows x p`` plus the ``(p, basis)`` range-finder basis. As the
+    Rayleigh-Ritz vectors make ``X_c Vt^T diag(1/s)`` orthonormal, ``Z`` is
+    white up to rounding.
+
+    Args:
+      source: a :class:`~jaxfactor.sources.RowSource` with ``n`` rows of width ``p``.
+      n_components: ``k <= min(n - 1, p)``.
+      key: ``jax.random`` key.
+      method, n_oversamples, n_iter, block_size: range finder (``method='auto'``:
+        :func:`jaxfactor._policy.choose_whiten_range`).
+      block_rows: rows per block.
+      dtype: working dtype (float32 or float64).
+      progress: optional ``callback(stage, done_rows, total_rows)``.
+
+    Returns:
+      :class:`WhiteningResult` with ``white`` a ``(n, k)`` numpy array.
+    """
+    n, p = source.n_samples, source.n_features
+    k = int(n_components)
+    method, n_iter = choose_whiten_range(method, n_iter, n, p, k)
+    svd, _ = randomized_svd_source(source, k, key=key, method=method, n_oversamples=n_oversamples,
+                                   n_iter=n_iter, block_size=block_size, center=True,
+                                   block_rows=block_rows, dtype=dtype, progress=progress)
+    signs = _first_entry_signs(svd.vt)
+    vt = svd.vt * signs[:, None]
+    scale = jnp.sqrt(jnp.asarray(n, svd.s.dtype)) / jnp.maximum(svd.s, jnp.finfo(svd.s.dtype).tiny)
+    white = np.empty((n, k), np.dtype(dtype))
+    for lo in range(0, n, block_rows):
+        hi = min(lo + block_rows, n)
+        white[lo:hi] = np.asarray(_white_block(jnp.asarray(source.read(lo, hi), dtype=dtype),
+                                               svd.mean, vt, scale))
+        if progress is not None:
+            progress("whiten", hi, n)
+    return WhiteningResult(white, vt, svd.s, svd.mean)
 
 
 # ------------------------------------------------------------------ contrasts
@@ -492,6 +565,18 @@ def _order_and_sign(unmixing, mixing, source_variance):
             explained, order, signs)
 
 
+def _shard_white(white, mesh):
+    """``(n, k)`` whitened data as a row-sharded ``(n_pad, k)`` array whose
+    padding rows (up to a multiple of the mesh size) are exactly zero."""
+    n = white.shape[0]
+    size = mesh.devices.size
+    n_pad = -(-n // size) * size
+    if white.shape[0] != n_pad:
+        white = jnp.concatenate([jnp.asarray(white)[:n], jnp.zeros((n_pad - n, white.shape[1]),
+                                                                   white.dtype)], axis=0)
+    return jax.device_put(white, row_sharding(mesh))
+
+
 def _rank_floor(dtype, n, p, solver):
     eps = float(np.finfo(dtype).eps)
     if solver == "eigh":
@@ -533,9 +618,22 @@ class FastICA(Factorizer):
         (scikit-learn's meaning, with the same whitening sign convention), or
         ``None`` for a Gaussian draw from ``random_state``.
       whiten_solver: ``'auto'``, ``'eigh'``, ``'svd'`` or ``'randomized'``
-        (see :func:`whiten`).
-      method, n_oversamples, n_iter, block_size: randomized range finder
-        settings (see :func:`jaxfactor.randomized.range_params`).
+        (see :func:`whiten`); a row source is always whitened by the
+        streaming randomized SVD.
+      method: randomized range finder, ``'auto'`` (block Krylov for few
+        components, two subspace iterations for many: see
+        :func:`jaxfactor._policy.choose_whiten_range`), ``'krylov'`` or
+        ``'subspace'``.
+      n_oversamples, n_iter, block_size: range finder sizes (see
+        :func:`jaxfactor.randomized.range_params`).
+      decorrelation: ``'auto'`` (``'eigh'`` on CPU, ``'newton-schulz'`` on
+        accelerators: :func:`jaxfactor._policy.choose_decorrelation`),
+        ``'eigh'`` or ``'newton-schulz'``.
+      block_rows: rows per block when ``X`` is a row source.
+      mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
+        over which the rows of an in-memory ``X`` (randomized whitening) and
+        of the whitened data (the fixed-point iteration) are split; ``None``
+        runs on the default device, the mesh of size one.
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
 
@@ -558,6 +656,13 @@ class FastICA(Factorizer):
       converged_: whether the iteration met ``tol``.
       n_components_: ``k``; whiten_solver_: the whitening solver used.
 
+    Out-of-core: ``fit`` also takes a row source
+    (:class:`jaxfactor.sources.NpySource` over a ``.npy`` file or a directory
+    of shards, any :class:`~jaxfactor.sources.RowSource`, or a path): the
+    whitening streams over row blocks (:func:`whiten_source`), so only the
+    ``(n, k)`` whitened data and a few blocks are ever in memory; an int
+    ``n_components`` is then required. ``transform`` takes in-memory arrays.
+
     Ordering and signs: components are sorted by ``explained_variance_``,
     descending (ties keep the iteration's order), and the sign of each
     component is the sign of its direction (largest-magnitude entry of
@@ -568,8 +673,9 @@ class FastICA(Factorizer):
 
     def __init__(self, n_components=None, *, algorithm="parallel", fun="logcosh", fun_args=None,
                  whiten="unit-variance", max_iter=200, tol=1e-4, w_init=None,
-                 whiten_solver="auto", method="krylov", n_oversamples=None, n_iter=None,
-                 block_size=None, random_state=None):
+                 whiten_solver="auto", method="auto", n_oversamples=None, n_iter=None,
+                 block_size=None, decorrelation="auto", block_rows=4096, random_state=None,
+                 mesh=None):
         self.n_components = n_components
         self.algorithm = algorithm
         self.fun = fun
@@ -583,7 +689,10 @@ class FastICA(Factorizer):
         self.n_oversamples = n_oversamples
         self.n_iter = n_iter
         self.block_size = block_size
+        self.decorrelation = decorrelation
+        self.block_rows = block_rows
         self.random_state = random_state
+        self.mesh = mesh
 
     # ---------------------------------------------------------------- checks
     def _check_params(self, n, p):
@@ -599,8 +708,14 @@ class FastICA(Factorizer):
         if self.whiten_solver not in WHITEN_SOLVERS:
             raise ValueError(f"whiten_solver must be one of {WHITEN_SOLVERS}, "
                              f"got {self.whiten_solver!r}")
-        if self.method not in ("krylov", "subspace"):
-            raise ValueError(f"method must be 'krylov' or 'subspace', got {self.method!r}")
+        if self.method not in ("auto", "krylov", "subspace"):
+            raise ValueError(f"method must be 'auto', 'krylov' or 'subspace', got {self.method!r}")
+        if self.decorrelation not in DECORRELATIONS:
+            raise ValueError(f"decorrelation must be one of {DECORRELATIONS}, "
+                             f"got {self.decorrelation!r}")
+        if (isinstance(self.block_rows, bool) or not isinstance(self.block_rows, numbers.Integral)
+                or self.block_rows < 1):
+            raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
         if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
                 or self.max_iter < 1):
             raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
@@ -653,27 +768,53 @@ class FastICA(Factorizer):
             return self._fit_impl(X)
 
     def _fit_impl(self, X):
-        arr, _ = self._intake(X, reset=True, min_samples=2)
-        n, p = arr.shape
-        dtype = arr.dtype
+        if isinstance(X, (str, os.PathLike)) or (
+                is_source(X) and not hasattr(X, "__array__") and not hasattr(X, "__dlpack__")):
+            source = as_source(X)
+            n, p = source.n_samples, source.n_features
+            if n < 2:
+                raise ValueError(f"Found array with {n} sample(s); FastICA needs at least 2")
+            self.n_features_in_ = int(p)
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            arr, dtype = None, V.working_dtype(getattr(source, "dtype", np.float32))
+        else:
+            source = None
+            arr, _ = self._intake(X, reset=True, min_samples=2)
+            n, p = arr.shape
+            dtype = arr.dtype
         k, alpha = self._check_params(n, p)
         key = V.check_random_state_key(self.random_state)
         key_whiten, key_init = jax.random.split(key)
         rank_limit = min(n - 1, p)
+        mesh = self.mesh
+        decorrelation = choose_decorrelation(
+            self.decorrelation, (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform)
+        if source is not None and (self.whiten is False or k is None):
+            raise ValueError("fitting a row source needs whitening and an int n_components "
+                             f"(got whiten={self.whiten!r}, n_components={self.n_components!r})")
 
         if self.whiten is False:
             w_user = self._check_w_init(k, dtype)
             white = arr
             self.whiten_solver_ = None
         else:
-            solver = self.whiten_solver
             k_req = rank_limit if k is None else k
-            solver = choose_whiten_solver(solver, n, p, k_req)
+            solver = choose_whiten_solver(self.whiten_solver, n, p, k_req, source is None)
             w_user = self._check_w_init(k_req, dtype) if k is not None else None
-            res = whiten(arr, k_req, solver=solver, key=key_whiten, method=self.method,
-                         n_oversamples=self.n_oversamples, n_iter=self.n_iter,
-                         block_size=self.block_size) if solver == "randomized" else \
-                whiten(arr, k_req, solver=solver)
+            kw = dict(key=key_whiten, method=self.method, n_oversamples=self.n_oversamples,
+                      n_iter=self.n_iter, block_size=self.block_size)
+            if source is not None:
+                res = whiten_source(source, k_req, block_rows=self.block_rows, dtype=dtype, **kw)
+                solver = "randomized"
+            elif solver == "randomized" and mesh is not None:
+                # mean-padded rows add nothing to the centred products; their whitened rows are 0
+                xs, _ = shard_rows(arr, mesh)
+                res = whiten(xs, k_req, solver=solver, n_valid=n, **kw)
+            elif solver == "randomized":
+                res = whiten(arr, k_req, solver=solver, **kw)
+            else:
+                res = whiten(arr, k_req, solver=solver)
             s = np.asarray(res.singular_values, np.float64)
             floor = _rank_floor(dtype, n, p, solver) * (s[0] if s.size and s[0] > 0 else 1.0)
             rank = int(np.sum(s > floor))
@@ -694,8 +835,12 @@ class FastICA(Factorizer):
             white = res.white
             self.whiten_solver_ = solver
 
-        result = fastica(white, key=key_init, w_init=w_user, algorithm=self.algorithm,
-                         fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter))
+        # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
+        white_iter = white if mesh is None else _shard_white(white, mesh)
+        result = fastica(white_iter, key=key_init, w_init=w_user, algorithm=self.algorithm,
+                         fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter),
+                         n_valid=n, decorrelation=decorrelation)
+        white = white[:n]
         self.n_iter_ = int(result.n_iter)
         self.converged_ = bool(result.converged)
         if not self.converged_:

@@ -258,6 +258,9 @@ def test_whitening_kernel_is_white_for_every_solver(rng):
     (dict(whiten=True), "whiten must be"),
     (dict(whiten="yes"), "whiten must be"),
     (dict(whiten_solver="qr"), "whiten_solver"),
+    (dict(method="lanczos"), "method must be"),
+    (dict(decorrelation="qr"), "decorrelation must be"),
+    (dict(block_rows=0), "block_rows"),
     (dict(max_iter=0), "max_iter"),
     (dict(tol=-1.0), "tol"),
     (dict(tol=float("nan")), "tol"),
@@ -318,3 +321,84 @@ def test_bad_transform_input(rng):
     bad[1, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.transform(bad)
+
+
+# ------------------------------------------------- kernels for sharded / large runs
+
+
+@pytest.mark.parametrize("fun", ["logcosh", "exp", "cube"])
+def test_zero_padded_rows_do_not_count(rng, fun):
+    # mesh padding: zero whitened rows at the end and the true count n_valid give
+    # exactly the iteration on the unpadded data (g'(0) != 0 for logcosh and exp)
+    x, _, _ = planted(rng, n=500, p=20)
+    white = whiten(jnp.asarray(x), K, solver="svd").white
+    padded = jnp.concatenate([white, jnp.zeros((7, K), white.dtype)])
+    w0 = jnp.asarray(rng.standard_normal((K, K)), jnp.float32)
+    ref = fastica(white, w_init=w0, fun=fun, max_iter=2)
+    ours = fastica(padded, w_init=w0, fun=fun, max_iter=2, n_valid=500)
+    np.testing.assert_allclose(np.asarray(ours.w), np.asarray(ref.w), atol=2e-6)
+    if fun != "cube":       # counting the padding changes E[g'(y)] and so the step
+        wrong = fastica(padded, w_init=w0, fun=fun, max_iter=2)
+        assert np.max(np.abs(np.asarray(wrong.w) - np.asarray(ref.w))) > 1e-4
+
+
+def test_newton_schulz_decorrelation_is_the_polar_factor(rng):
+    from jaxfactor.ica import symmetric_decorrelation
+
+    k = 40
+    # rows of very different lengths, as the un-normalised FastICA update produces
+    q = np.linalg.qr(rng.standard_normal((k, k)))[0]
+    w = (q + 0.3 * rng.standard_normal((k, k)) / np.sqrt(k)) * rng.uniform(0.05, 3.0, size=(k, 1))
+    u, sv, vt = np.linalg.svd(w)
+    ref = u @ vt                                           # float64 polar factor
+    # float32 rounding of w is amplified by about sigma_max / sigma_min
+    atol = 20 * np.finfo(np.float32).eps * sv[0] / sv[-1]
+    for method in ("eigh", "newton-schulz"):
+        out = np.asarray(symmetric_decorrelation(jnp.asarray(w, jnp.float32), method), np.float64)
+        np.testing.assert_allclose(out, ref, atol=atol, err_msg=method)
+        # eigh works on W W^T, whose condition number is the square
+        np.testing.assert_allclose(out @ out.T, np.eye(k), atol=atol * sv[0] / sv[-1], err_msg=method)
+    x, _, a = planted(rng)
+    m_eigh = FastICA(K, decorrelation="eigh", random_state=0).fit(x)
+    m_ns = FastICA(K, decorrelation="newton-schulz", random_state=0).fit(x)
+    assert m_ns.converged_ and m_ns.n_iter_ == m_eigh.n_iter_
+    np.testing.assert_allclose(m_ns.components_, m_eigh.components_,
+                               atol=1e-3 * np.abs(m_eigh.components_).max())
+
+
+def test_policies():
+    from jaxfactor._policy import choose_decorrelation, choose_whiten_range
+    from jaxfactor.ica import choose_whiten_solver
+
+    assert choose_whiten_solver("auto", 10000, 512, 20) == "eigh"
+    assert choose_whiten_solver("auto", 1000, 512, 20) == "svd"
+    assert choose_whiten_solver("auto", 10000, 16384, 1000) == "randomized"
+    assert choose_whiten_solver("auto", 10000, 512, 20, in_memory=False) == "randomized"
+    assert choose_whiten_solver("eigh", 10000, 16384, 20) == "eigh"
+    assert choose_whiten_range("auto", None, 10000, 16384, 100) == ("krylov", None)
+    assert choose_whiten_range("auto", None, 10000, 16384, 1000) == ("subspace", 2)
+    assert choose_whiten_range("krylov", 3, 10000, 16384, 1000) == ("krylov", 3)
+    assert choose_decorrelation("auto", "cpu") == "eigh"
+    assert choose_decorrelation("auto", "gpu") == "newton-schulz"
+    assert choose_decorrelation("eigh", "gpu") == "eigh"
+
+
+def test_subspace_whitening_recovers_planted_sources(rng):
+    # the large-k whitening (two subspace iterations) on a wide problem: exact whitening
+    # of the subspace it finds, and that subspace is the planted one
+    x, s, a = planted(rng, n=600, p=4096)
+    model = FastICA(K, method="subspace", n_iter=2, whiten_solver="randomized",
+                    random_state=0).fit(x)
+    assert model.converged_ and amari_distance(model.components_, a) < 0.04
+    assert match_sources(model.transform(x), s).correlations.min() > 0.98
+
+
+def test_source_input_needs_an_int_n_components(rng, tmp_path):
+    from jaxfactor.sources import NpySource
+
+    path = tmp_path / "x.npy"
+    np.save(path, rng.standard_normal((50, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="row source needs"):
+        FastICA().fit(NpySource(path))
+    with pytest.raises(ValueError, match="row source needs"):
+        FastICA(3, whiten=False).fit(str(path))
