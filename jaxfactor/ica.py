@@ -29,8 +29,18 @@ and 8.4) runs in two stages:
    criterion). The loops are ``lax.while_loop`` (inside a ``fori_loop`` over
    components for deflation) in one jitted program.
 
-Kernels: :func:`whiten`, :func:`fastica_parallel`, :func:`fastica_deflation`,
-:func:`fastica` (dispatch), :func:`symmetric_decorrelation`.
+Scale: with a ``jax.sharding.Mesh`` the rows of ``X`` (randomized
+whitening) and of ``Z`` (the iteration) are split over its devices; rows
+padded to a multiple of the mesh size whiten to exact zeros and the means
+divide by the true count (``n_valid``). A row source (a ``.npy`` file or
+directory of shards) is whitened by the streaming randomized SVD plus one
+projection pass (:func:`whiten_source`), so ``X`` is never held; the
+``(n, k)`` ``Z`` is. The ``solver='auto'``-style choices (whitening solver,
+range finder, decorrelation) live in :mod:`jaxfactor._policy`.
+
+Kernels: :func:`whiten`, :func:`whiten_source`, :func:`fastica_parallel`,
+:func:`fastica_deflation`, :func:`fastica` (dispatch),
+:func:`symmetric_decorrelation`.
 Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
 """
 from __future__ import annotations
