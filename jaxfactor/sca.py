@@ -19,8 +19,10 @@ that its sum of cubes is positive, projects the whole matrix onto the L1 ball
 of radius ``budget`` when it lies outside (one global soft threshold, exact by
 sort + cumulative sum), and orders the columns by explained variance
 ``||X_c^T z||^2`` / ``||X_c y||^2``. Flip and order make the columns canonical,
-so the stopping rule compares them directly: the iteration stops when no entry
-of ``Z`` or ``Y`` moves by more than ``tol``.
+so the stopping rule compares them column by column: the iteration stops when
+no entry of ``Z`` or ``Y`` moves by more than ``tol``, each column compared
+with its best match in the previous iterate (columns of nearly equal
+explained variance may trade places; see :func:`_matched_change`).
 
 Cost per iteration: two products with ``X`` (``X Y`` and ``X^T Z``, the mean
 folded in, ``X - mean`` never formed; the product the ordering needs is the one
@@ -199,6 +201,25 @@ def _rmatmul(x: jax.Array, mean: jax.Array, z: jax.Array) -> jax.Array:
     return wide.T - jnp.outer(mean, jnp.sum(z, axis=0))
 
 
+def _matched_change(new: jax.Array, old: jax.Array) -> jax.Array:
+    """Largest entry change from ``old`` to ``new`` (both ``(m, k)``), each old
+    column compared with the new column that matches it best (largest
+    ``|cosine|``).
+
+    Flip and order make the columns canonical, except that two columns of
+    nearly equal explained variance may trade places from one iteration to
+    the next (measured: at ``p = 16384, k = 50`` on GAN-like data, 2 to 10
+    columns swap in most iterations, so the unmatched change stays near 0.05
+    while the matched one is 3e-4). The ``(k, k)`` product and an argmax make
+    the match; no assignment solver is needed: if two old columns picked the
+    same new one, the change is large anyway.
+    """
+    norms = jnp.sqrt(jnp.sum(new * new, axis=0))
+    cos = jnp.abs(new.T @ old) / jnp.where(norms > 0, norms, 1)[:, None]
+    match = jnp.argmax(cos, axis=0)
+    return jnp.max(jnp.abs(new[:, match] - old))
+
+
 class _LoopState(NamedTuple):
     i: jax.Array
     y: jax.Array
@@ -231,7 +252,7 @@ def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotat
         z, xtz = _order_by(z, apply_t(z))
         y = prs(xtz, gamma, rotate=rotate, previous=s.y if warm else None, follow=follow)
         y, xy = _order_by(y, apply(y))
-        change = jnp.maximum(jnp.max(jnp.abs(z - s.z)), jnp.max(jnp.abs(y - s.y)))
+        change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
         # The first step compares against the unrotated SVD start: never "converged".
         change = jnp.where(s.i == 0, jnp.inf, change)
         return _LoopState(s.i + 1, y, xy, z, change)
