@@ -19,12 +19,16 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 __all__ = [
     "Accumulator",
     "MomentsState",
     "Moments",
     "moments",
+    "PRECISIONS",
+    "check_precision",
+    "matmul",
     "centred_matmul",
     "centred_rmatmul",
     "NormalProductState",
@@ -108,15 +112,27 @@ def _moments_merge(a, b):
 
 
 @jax.jit
-def _moments_update(state, block):
+def _moments_update(state, block, n_valid=None):
     block = block.astype(state.mean.dtype)
-    mean = jnp.mean(block, axis=0)
-    centred = block - mean
+    if n_valid is None:
+        mean = jnp.mean(block, axis=0)
+        centred = block - mean
+        count = jnp.asarray(block.shape[0], jnp.int32)
+    else:  # only the first n_valid rows are data (the rest pad a sharded block)
+        valid = _row_mask(block.shape[0], n_valid)
+        count = jnp.asarray(n_valid, jnp.int32)
+        mean = jnp.sum(jnp.where(valid, block, 0), axis=0) / jnp.maximum(count, 1).astype(block.dtype)
+        centred = jnp.where(valid, block - mean, 0)
     if state.m2.ndim == 2:
         m2 = centred.T @ centred
     else:
         m2 = jnp.sum(centred * centred, axis=0)
-    return _moments_merge(state, MomentsState(jnp.asarray(block.shape[0], jnp.int32), mean, m2))
+    return _moments_merge(state, MomentsState(count, mean, m2))
+
+
+def _row_mask(rows, n_valid):
+    """``(rows, 1)`` booleans: True for the first ``n_valid`` rows."""
+    return (jnp.arange(rows) < n_valid)[:, None]
 
 
 def _moments_finalize(state, ddof):
@@ -147,6 +163,11 @@ def moments(n_features: int, *, covariance: bool = False, ddof: int = 1,
       ddof: delta degrees of freedom of the finalised (co)variance.
       dtype: accumulation dtype.
 
+    ``update(state, block, n_valid=None)``: with ``n_valid`` (an int32
+    scalar), only the first ``n_valid`` rows of ``block`` are data; the rest
+    (padding that makes a block divisible over a device mesh) enter neither
+    the count, the mean nor the second moment.
+
     Returns:
       An :class:`Accumulator` (``init()`` takes no argument) whose
       ``finalize`` returns :class:`Moments`.
@@ -158,32 +179,86 @@ def moments(n_features: int, *, covariance: bool = False, ddof: int = 1,
 
 # ------------------------------------------------- products for range finders
 
+#: Operand precisions of the products with the data (see :func:`matmul`).
+PRECISIONS = ("float32", "tf32", "bf16")
 
-def centred_matmul(x: jax.Array, mean: jax.Array | None, z: jax.Array) -> jax.Array:
+
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def matmul(a: jax.Array, b: jax.Array, precision: str = "float32") -> jax.Array:
+    """``a @ b`` with the operands in the given precision, accumulated in float32.
+
+    * ``'float32'``: full float32 products (``precision=HIGHEST``: JAX's
+      default precision may use TF32 on recent NVIDIA GPUs; on CPU both are
+      the same float32 product, bit for bit).
+    * ``'tf32'``: operands rounded to TensorFloat-32 (8-bit exponent, 10-bit
+      mantissa), float32 accumulation. On GPU this is the
+      ``TF32_TF32_F32`` dot algorithm (tensor cores); elsewhere (CPU, which
+      has no TF32 units) it is emulated by ``lax.reduce_precision`` of the
+      operands followed by a float32 product -- the same rounding, no speed-up.
+    * ``'bf16'``: operands cast to bfloat16 (7-bit mantissa), float32
+      accumulation (``preferred_element_type=float32``).
+
+    Args:
+      a: ``(m, k)``; b: ``(k, n)``; float32 (or float64: the low precisions then
+        still round to their formats and return float64).
+      precision: one of :data:`PRECISIONS` (static).
+
+    Returns:
+      ``(m, n)`` in the result dtype of ``a`` and ``b``.
+    """
+    if precision == "float32":
+        return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+    out = jnp.result_type(a, b)
+    if precision == "bf16":
+        prod = jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+        return prod.astype(out)
+    if precision == "tf32":
+        if jax.default_backend() == "gpu" and out == jnp.float32:
+            return jnp.matmul(a, b, precision=lax.DotAlgorithmPreset.TF32_TF32_F32)
+        a32 = lax.reduce_precision(a.astype(jnp.float32), exponent_bits=8, mantissa_bits=10)
+        b32 = lax.reduce_precision(b.astype(jnp.float32), exponent_bits=8, mantissa_bits=10)
+        return jnp.matmul(a32, b32, precision=lax.Precision.HIGHEST).astype(out)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def centred_matmul(x: jax.Array, mean: jax.Array | None, z: jax.Array,
+                   precision: str = "float32") -> jax.Array:
     """``(X - 1 mean^T) Z`` without forming ``X - 1 mean^T``.
+
+    The product with ``X`` is done in ``precision`` (see :func:`matmul`); the
+    mean correction ``1 (mean^T Z)`` in the working dtype.
 
     Args:
       x: ``(n, p)``; mean: ``(p,)`` or ``None``; z: ``(p, b)``.
+      precision: operand precision of ``X Z`` (static).
 
     Returns:
       ``(n, b)``.
     """
-    y = x @ z
+    y = matmul(x, z, precision)
     if mean is not None:
         y = y - (mean @ z)[None, :]
     return y
 
 
-def centred_rmatmul(x: jax.Array, mean: jax.Array | None, y: jax.Array) -> jax.Array:
+def centred_rmatmul(x: jax.Array, mean: jax.Array | None, y: jax.Array,
+                    precision: str = "float32") -> jax.Array:
     """``(X - 1 mean^T)^T Y`` without forming ``X - 1 mean^T``.
 
     Args:
       x: ``(n, p)``; mean: ``(p,)`` or ``None``; y: ``(n, b)``.
+      precision: operand precision of ``X^T Y`` (static).
 
     Returns:
       ``(p, b)``.
     """
-    z = x.T @ y
+    z = matmul(x.T, y, precision)
     if mean is not None:
         z = z - jnp.outer(mean, jnp.sum(y, axis=0))
     return z
@@ -197,11 +272,26 @@ class NormalProductState(NamedTuple):
     product: jax.Array
 
 
-@jax.jit
-def _normal_product_update(state, block):
+def _normal_product_update_impl(state, block, n_valid=None, *, precision="float32"):
     block = block.astype(state.z.dtype)
-    y = centred_matmul(block, state.mean, state.z)
-    return state._replace(product=state.product + centred_rmatmul(block, state.mean, y))
+    if precision == "float32":
+        y = centred_matmul(block, state.mean, state.z)
+        if n_valid is not None:  # padded rows give zero rows of y, so add nothing below
+            y = jnp.where(_row_mask(block.shape[0], n_valid), y, 0)
+        return state._replace(product=state.product + centred_rmatmul(block, state.mean, y))
+    # low precision: centre the block explicitly (a block-sized copy) so that the
+    # rounding of the operands is relative to the spread, not to the mean
+    centred = block - state.mean
+    if n_valid is not None:
+        centred = jnp.where(_row_mask(block.shape[0], n_valid), centred, 0)
+    y = matmul(centred, state.z, precision)
+    return state._replace(product=state.product + matmul(centred.T, y, precision))
+
+
+_normal_product_update = jax.jit(_normal_product_update_impl)
+_NORMAL_PRODUCT_UPDATES = {"float32": _normal_product_update,
+                           **{p: jax.jit(partial(_normal_product_update_impl, precision=p))
+                              for p in PRECISIONS if p != "float32"}}
 
 
 def _normal_product_merge(a, b):
@@ -213,7 +303,7 @@ def _normal_product_init(z, mean=None):
     return NormalProductState(z, mean, jnp.zeros_like(z))
 
 
-def normal_product() -> Accumulator:
+def normal_product(precision: str = "float32") -> Accumulator:
     """Accumulate ``(X - 1 mean^T)^T (X - 1 mean^T) Z`` over row blocks.
 
     This is one application of the (centred) normal operator -- the step of a
@@ -221,12 +311,18 @@ def normal_product() -> Accumulator:
     ``init(z, mean=None)`` takes the ``(p, b)`` block ``Z`` and the ``(p,)``
     column means to fold into the products (``None``: no centring); the
     operands travel in the state so that ``update`` is one cached jitted
-    function.
+    function. ``update(state, block, n_valid=None)``: with ``n_valid``, rows
+    from ``n_valid`` on are padding and contribute nothing.
+
+    Args:
+      precision: operand precision of the two products with each block (see
+        :func:`matmul`); the running sum is kept in the working dtype. With a
+        low precision each block is centred explicitly before rounding.
 
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the ``(p, b)`` product.
     """
-    return Accumulator(_normal_product_init, _normal_product_update,
+    return Accumulator(_normal_product_init, _NORMAL_PRODUCT_UPDATES[check_precision(precision)],
                        _normal_product_merge, lambda s: s.product)
 
 
@@ -242,10 +338,20 @@ def _tsqr_stack(a, b):
     return jnp.linalg.qr(jnp.concatenate([a, b], axis=0), mode="r")
 
 
-@jax.jit
-def _tsqr_update(state, block):
-    y = centred_matmul(block.astype(state.q.dtype), state.mean, state.q)
+def _tsqr_update_impl(state, block, n_valid=None, *, precision="float32"):
+    block = block.astype(state.q.dtype)
+    if precision == "float32":
+        y = centred_matmul(block, state.mean, state.q)
+    else:
+        y = matmul(block - state.mean, state.q, precision)
+    if n_valid is not None:  # zero rows leave R unchanged
+        y = jnp.where(_row_mask(block.shape[0], n_valid), y, 0)
     return state._replace(r=_tsqr_stack(state.r, y))
+
+
+_tsqr_update = jax.jit(_tsqr_update_impl)
+_TSQR_UPDATES = {"float32": _tsqr_update,
+                 **{p: jax.jit(partial(_tsqr_update_impl, precision=p)) for p in PRECISIONS if p != "float32"}}
 
 
 @jax.jit
@@ -258,7 +364,7 @@ def _tsqr_init(q, mean=None):
     return TSQRState(q, mean, jnp.zeros((q.shape[1], q.shape[1]), q.dtype))
 
 
-def tsqr() -> Accumulator:
+def tsqr(precision: str = "float32") -> Accumulator:
     """Triangular factor ``R`` of ``(X - 1 mean^T) Q`` by tall-skinny QR.
 
     ``init(q, mean=None)`` takes the ``(p, m)`` basis and ``(p,)`` means. Each
@@ -266,13 +372,18 @@ def tsqr() -> Accumulator:
     ``R <- qr([R; Y_b]).R``, and two states merge by ``qr([R_a; R_b]).R``.
     Since ``R^T R = Y^T Y`` without ever squaring the condition number, the
     SVD of ``R`` gives the singular values and right singular vectors of
-    ``Y`` to full working accuracy.
+    ``Y`` to full working accuracy. ``update(state, block, n_valid=None)``:
+    rows from ``n_valid`` on are padding and leave ``R`` unchanged.
+
+    Args:
+      precision: operand precision of ``Y_b`` (see :func:`matmul`); the QR is
+        done in the working dtype.
 
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the ``(m, m)`` factor
       (determined up to the signs of its rows).
     """
-    return Accumulator(_tsqr_init, _tsqr_update, _tsqr_merge, lambda s: s.r)
+    return Accumulator(_tsqr_init, _TSQR_UPDATES[check_precision(precision)], _tsqr_merge, lambda s: s.r)
 
 
 class InFlight:

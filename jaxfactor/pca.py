@@ -25,7 +25,7 @@ from . import _validation as V
 from ._base import Factorizer
 from ._linalg import svd_flip
 from ._policy import SOLVERS, choose_svd_solver
-from .accumulate import fold, moments
+from .accumulate import PRECISIONS, fold, moments
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
 from .sources import ArraySource, RowSource, is_source
@@ -176,8 +176,15 @@ class PCA(Factorizer):
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
       mesh: a ``jax.sharding.Mesh`` (see :func:`jaxfactor.sharding.row_mesh`)
-        to split the rows of an in-memory ``X`` over its devices; ``None``
-        runs on the default device (the mesh of size one).
+        to split rows over its devices: the whole in-memory ``X`` for
+        ``'randomized'``, each row block for ``'streaming'`` (any input);
+        ``None`` runs on the default device (the mesh of size one).
+        ``'full'`` ignores it.
+      precision: operand precision of the products with the data in the
+        randomized solvers: ``'float32'`` (default, full float32), ``'tf32'``
+        or ``'bf16'`` (float32 accumulation; meant for GPUs, where they run on
+        tensor cores; accuracy measured in
+        ``benchmarks/results/precision.md``). ``'full'`` ignores it.
 
     Attributes:
       components_: ``(k, p)`` principal axes, largest-magnitude entry of each
@@ -190,7 +197,7 @@ class PCA(Factorizer):
 
     def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",
                  n_oversamples=None, n_iter=None, block_size=None, block_rows=4096,
-                 random_state=None, mesh=None):
+                 random_state=None, mesh=None, precision="float32"):
         self.n_components = n_components
         self.solver = solver
         self.whiten = whiten
@@ -201,6 +208,7 @@ class PCA(Factorizer):
         self.block_rows = block_rows
         self.random_state = random_state
         self.mesh = mesh
+        self.precision = precision
 
     # ---------------------------------------------------------------- checks
     def _check_params(self, n, p):
@@ -208,6 +216,8 @@ class PCA(Factorizer):
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.method not in ("krylov", "subspace"):
             raise ValueError(f"method must be 'krylov' or 'subspace', got {self.method!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.block_rows, numbers.Integral) or self.block_rows < 1:
             raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
         k = self.n_components
@@ -260,14 +270,14 @@ class PCA(Factorizer):
                           res.total_variance, k, rank)
         else:
             kw = dict(key=key, method=self.method, n_oversamples=self.n_oversamples,
-                      n_iter=self.n_iter, block_size=self.block_size)
+                      n_iter=self.n_iter, block_size=self.block_size, precision=self.precision)
             if solver == "randomized":
                 svd = randomized_svd(arr, k, center=True, compute_u=False, **kw)
                 # sum of squared deviations over the (possibly mean-padded) rows / (n - 1)
                 total = jnp.sum(jnp.var(arr, axis=0)) * arr.shape[0] / max(n - 1, 1)
             else:
                 svd, mom = randomized_svd_source(source, k, center=True, block_rows=self.block_rows,
-                                                 dtype=dtype, **kw)
+                                                 dtype=dtype, mesh=self.mesh, **kw)
                 total = jnp.sum(mom.variance)
             ev = svd.s ** 2 / max(n - 1, 1)
             res = _finish(svd.vt, ev, n, svd.mean, total, k, rank)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["ROWS", "row_mesh", "row_sharding", "replicated", "shard_rows"]
+__all__ = ["ROWS", "row_mesh", "row_sharding", "replicated", "shard_rows", "shard_block"]
 
 ROWS = "rows"
 
@@ -73,3 +73,30 @@ def shard_rows(x, mesh: Mesh, *, pad_with_mean: bool = True) -> tuple[jax.Array,
         fill = jnp.mean(x, axis=0, keepdims=True) if pad_with_mean else jnp.zeros((1, x.shape[1]), x.dtype)
         x = jnp.concatenate([x, jnp.broadcast_to(fill, (pad, x.shape[1]))], axis=0)
     return jax.device_put(x, row_sharding(mesh)), n
+
+
+def shard_block(block, mesh: Mesh, *, dtype=None) -> tuple[jax.Array, np.int32]:
+    """Place one row block of a stream on ``mesh`` split by rows, zero-padded.
+
+    Unlike :func:`shard_rows`, padding is done on the host (one copy of the
+    block, then one transfer per device) and is zeros: the caller passes the
+    returned count to the accumulators (``update(state, block, n_valid)``,
+    :mod:`jaxfactor.accumulate`), which mask the padding out of moments and
+    products.
+
+    Args:
+      block: ``(b, p)`` rows (numpy or JAX).
+      mesh: a mesh from :func:`row_mesh`.
+      dtype: dtype to place the block in (default: the block's).
+
+    Returns:
+      ``(sharded, n_valid)``: the ``(b_padded, p)`` row-sharded block,
+      ``b_padded`` the next multiple of the mesh size, and ``b`` as an int32
+      scalar (a traced argument: every block count shares one compiled update).
+    """
+    block = np.asarray(block, dtype=dtype)
+    rows = block.shape[0]
+    pad = (-rows) % mesh.devices.size
+    if pad:
+        block = np.concatenate([block, np.zeros((pad, block.shape[1]), block.dtype)], axis=0)
+    return jax.device_put(block, row_sharding(mesh)), np.int32(rows)

@@ -76,3 +76,61 @@ def test_centred_products_never_need_the_centred_matrix(rng):
     y = rng.standard_normal((50, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(acc_mod.centred_matmul(x, mean, z)), (x - mean) @ z, atol=1e-5)
     np.testing.assert_allclose(np.asarray(acc_mod.centred_rmatmul(x, mean, y)), (x - mean).T @ y, atol=1e-4)
+
+
+def _padded(x, pad):
+    """``x`` with ``pad`` rows of large garbage appended (masking must drop them)."""
+    return np.concatenate([x, np.full((pad, x.shape[1]), 1e3, x.dtype)])
+
+
+def test_masked_updates_ignore_padding_rows(rng):
+    x = (rng.standard_normal((37, 9)) * 2 + 5).astype(np.float32)
+    x64 = x.astype(np.float64)
+    xc = x64 - x64.mean(0)
+    block, n_valid = jnp.asarray(_padded(x, 3)), jnp.int32(37)
+    mom = moments(9, covariance=True)
+    got = mom.finalize(mom.update(mom.init(), block, n_valid))
+    assert int(got.n_samples) == 37
+    np.testing.assert_allclose(np.asarray(got.mean), x64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got.covariance), np.cov(x64.T), rtol=1e-5, atol=1e-5)
+    z = rng.standard_normal((9, 4)).astype(np.float32)
+    mean = jnp.asarray(x64.mean(0), jnp.float32)
+    def rel(a, b):
+        return np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
+
+    # float32: a few ulps; bf16: operands rounded to 8 bits (u = 2^-8), relative
+    # to the centred data, so the result is good to a few u (not swamped by the
+    # padding's 1e3 nor by the mean 5)
+    for precision, tol in (("float32", 1e-5), ("bf16", 2e-2)):
+        prod = normal_product(precision)
+        got = prod.finalize(prod.update(prod.init(jnp.asarray(z), mean), block, n_valid))
+        assert rel(got, xc.T @ (xc @ z)) < tol, precision
+        qr = tsqr(precision)
+        r = np.asarray(qr.finalize(qr.update(qr.init(jnp.asarray(z), mean), block, n_valid)), np.float64)
+        y = xc @ z
+        assert rel(r.T @ r, y.T @ y) < tol, precision
+
+
+def test_matmul_precisions_round_the_operands_and_accumulate_in_float32(rng):
+    a = rng.standard_normal((64, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 5)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    f32 = np.asarray(acc_mod.matmul(jnp.asarray(a), jnp.asarray(b)))
+    np.testing.assert_array_equal(f32, np.asarray(jnp.asarray(a) @ jnp.asarray(b)))  # default: the old product
+    scale = np.abs(a).astype(np.float64) @ np.abs(b)  # bound of the rounding of the sum terms
+    for precision, bits in (("bf16", 8), ("tf32", 11)):
+        got = np.asarray(acc_mod.matmul(jnp.asarray(a), jnp.asarray(b), precision), np.float64)
+        # the products of operands rounded to `bits` bits (numpy float64, independent rounding)
+        def rnd(v):
+            m, e = np.frexp(v.astype(np.float64))
+            return np.ldexp(np.round(m * 2.0 ** bits) / 2.0 ** bits, e)
+        ref = rnd(a) @ rnd(b)
+        # same rounded operands: only float32 accumulation error remains
+        assert np.max(np.abs(got - ref) / scale) < 1e-5, precision
+        # and they really are rounded: the error against exact is of order 2^-bits
+        err = np.max(np.abs(got - exact) / scale)
+        assert 2.0 ** -(bits + 6) < err < 2.0 ** -bits, (precision, err)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        acc_mod.matmul(jnp.asarray(a), jnp.asarray(b), "fp8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        normal_product("half")

@@ -228,3 +228,18 @@ def test_full_solver_singular_values_any_shape(n, p, seed, dtype):
     scale = ev[0] if ev[0] > 0 else 1.0
     np.testing.assert_allclose(pca.explained_variance_, ev[:k], atol=2e-5 * scale * max(n, p))
     assert pca.components_.shape == (k, p) and pca.transform(x).shape == (n, k)
+
+
+def test_precision_option(rng):
+    x = low_rank_data(rng, 600, 120, 15, offset=4.0)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PCA(3, solver="randomized", precision="fp8").fit(x)
+    ref_vt, ref_ev, _ = exact_pca(x)
+    default = PCA(5, solver="randomized", random_state=0).fit(x)
+    explicit = PCA(5, solver="randomized", random_state=0, precision="float32").fit(x)
+    np.testing.assert_array_equal(default.components_, explicit.components_)
+    # bf16 products (u = 2^-8): variances within u of float64, components within a degree
+    low = PCA(5, solver="randomized", random_state=0, precision="bf16").fit(x)
+    np.testing.assert_allclose(low.explained_variance_, ref_ev[:5], rtol=2.0 ** -8)
+    assert principal_angles_deg(low.components_, ref_vt[:5]).max() < 1.0
+    np.testing.assert_allclose(low.explained_variance_ratio_.sum(), ref_ev[:5].sum() / ref_ev.sum(), rtol=2.0 ** -8)

@@ -9,6 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from .helpers import exact_pca, low_rank_data, principal_angles_deg
+
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
@@ -51,3 +53,90 @@ def test_row_sharded_pca_equals_single_device(rng):
     assert out["components_err"] < 2e-3
     assert out["ev_rel_err"] < 1e-4 and out["ratio_rel_err"] < 1e-4
     assert out["mean_err"] < 1e-5
+
+
+STREAM_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    sys.path.insert(0, {root!r})
+    import jaxfactor.randomized as R
+    from jaxfactor import PCA
+    from jaxfactor.sharding import row_mesh
+    from tests.helpers import low_rank_data
+
+    assert len(jax.devices()) == 4, jax.devices()
+    rng = np.random.default_rng({seed})
+    x = low_rank_data(rng, 1001, 300, 20, offset=20.0)  # blocks of 250 rows and a last block of 1 row
+    placed = []
+    real_shard_block = R.shard_block
+
+    def spy(block, mesh, dtype=None):
+        out, n_valid = real_shard_block(block, mesh, dtype=dtype)
+        placed.append([str(out.sharding.spec), sorted(str(s.device) for s in out.addressable_shards),
+                       [s.data.shape[0] for s in out.addressable_shards], int(n_valid)])
+        return out, n_valid
+
+    R.shard_block = spy
+    mesh = row_mesh()
+    res = {{}}
+    for prec in {precisions!r}:
+        kw = dict(solver="streaming", block_rows=250, random_state=0, precision=prec)
+        single = PCA(10, **kw).fit(x)
+        n_before = len(placed)
+        sharded = PCA(10, mesh=mesh, **kw).fit(x)
+        res[prec] = {{
+            "blocks": len(placed) - n_before,
+            "components_err": float(np.max(np.abs(single.components_ - sharded.components_))),
+            "ev_rel_err": float(np.max(np.abs(sharded.explained_variance_ / single.explained_variance_ - 1))),
+            "ratio_rel_err": float(np.max(np.abs(sharded.explained_variance_ratio_ / single.explained_variance_ratio_ - 1))),
+            "mean_err": float(np.max(np.abs(single.mean_ - sharded.mean_))),
+            "components": sharded.components_.tolist(), "ev": sharded.explained_variance_.tolist(),
+        }}
+    from jaxfactor.sources import ArraySource
+    svd, mom = R.randomized_svd_source(ArraySource(x), 5, key=jax.random.key(0), block_rows=250, mesh=mesh)
+    res["replicated"] = [bool(a.sharding.is_fully_replicated) for a in (svd.vt, svd.s, mom.mean, mom.variance)]
+    res["n_samples"] = int(mom.n_samples)
+    res["placed"] = placed
+    print(json.dumps(res))
+""")
+
+
+def _run_stream_script(seed, precisions):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    script = STREAM_SCRIPT.format(root=root, seed=seed, precisions=tuple(precisions))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_streaming_pca_over_a_mesh_equals_single_device(rng):
+    seed = int(rng.integers(1 << 30))
+    out = _run_stream_script(seed, ["float32"])
+    # every block of every pass went to the 4 devices split by rows, zero-padded to a multiple of 4
+    assert out["placed"], "no block was placed on the mesh"
+    for spec, devices, rows, n_valid in out["placed"]:
+        assert "rows" in spec and len(set(devices)) == 4
+        assert len(set(rows)) == 1 and sum(rows) == n_valid + (-n_valid) % 4
+    assert {n for *_, n in out["placed"]} == {250, 1}
+    assert out["float32"]["blocks"] == 5 * 6  # 5 blocks, 6 passes (Krylov, 5 iterations)
+    assert all(out["replicated"]) and out["n_samples"] == 1001
+    # padding enters neither the moments nor the products: equal to one device
+    f32 = out["float32"]
+    assert f32["components_err"] < 2e-3 and f32["ev_rel_err"] < 1e-4 and f32["ratio_rel_err"] < 1e-4
+    assert f32["mean_err"] < 1e-4  # the mean is 20-ish: float32 rounding
+    # and both equal an independent float64 reference on the leading components
+    x = low_rank_data(np.random.default_rng(seed), 1001, 300, 20, offset=20.0)
+    vt, ev, _ = exact_pca(x)
+    assert principal_angles_deg(np.asarray(f32["components"])[:5], vt[:5]).max() < 0.5
+    np.testing.assert_allclose(np.asarray(f32["ev"])[:5], ev[:5], rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_streaming_bf16_over_a_mesh_equals_single_device(rng):
+    out = _run_stream_script(int(rng.integers(1 << 30)), ["bf16"])
+    b16 = out["bf16"]
+    assert b16["blocks"] == 30
+    # bf16 operands: sharded equals single-device bf16 up to the order of the sums
+    assert b16["ev_rel_err"] < 1e-3 and b16["mean_err"] < 1e-4
+    assert b16["components_err"] < 2e-2
