@@ -252,7 +252,10 @@ def render(payload) -> str:
     lines = ["# Out-of-core streaming PCA", "",
              f"Machine: {m.get('cpu_model', m['processor'])}, {m['cpu_count']} cores; jax {m['jax']} "
              f"({m['jax_backend']}); load average at fit {payload.get('load_average_at_fit')} (the machine is "
-             f"shared with other jobs). File in `{os.path.dirname(payload['path'])}`.", ""]
+             f"shared with other jobs). File in `{os.path.dirname(payload['path'])}`; the page cache "
+             f"(about 20 GB free at the start) may hold part of the file between passes.", ""]
+    if payload.get("note"):
+        lines += [payload["note"], ""]
     if "error" in fit:
         return "\n".join(lines + [f"Fit failed: {fit['error']}"]) + "\n"
     lines += [f"Data: {fit['n']} x {fit['p']} float32 GAN-like rows ({fit['file_gb']:.1f} GB), written in "
@@ -263,7 +266,7 @@ def render(payload) -> str:
                               *({"what": f"pass {i + 1} ({p['stage']})", "value": p["seconds"], "unit": "s"}
                                 for i, p in enumerate(fit["passes"])),
                               {"what": "warm-up fit incl. compile (2 blocks)", "value": fit["warmup_compile_s"], "unit": "s"},
-                              {"what": "effective read rate", "value": fit["read_gb_per_s"], "unit": "GB/s"},
+                              {"what": "data streamed (passes x file size / total time)", "value": fit["read_gb_per_s"], "unit": "GB/s"},
                               {"what": "peak RSS of the fitting process (VmHWM)", "value": fit["peak_rss_mb"], "unit": "MiB"},
                               {"what": "file size", "value": fit["file_gb"] * 1e9 / 2**20, "unit": "MiB"}],
                              [("what", "measure"), ("value", "value"), ("unit", "unit")]), ""]
