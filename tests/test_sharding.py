@@ -140,3 +140,41 @@ def test_streaming_bf16_over_a_mesh_equals_single_device(rng):
     # bf16 operands: sharded equals single-device bf16 up to the order of the sums
     assert b16["ev_rel_err"] < 1e-3 and b16["mean_err"] < 1e-4
     assert b16["components_err"] < 2e-2
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {root!r})
+    from jaxfactor.randomized import randomized_svd_source
+    from jaxfactor.sources import ArraySource
+    from jaxfactor.sharding import row_mesh
+    from tests.test_randomized import _FlakySource
+    from tests.helpers import low_rank_data
+
+    x = low_rank_data(np.random.default_rng({seed}), 403, 60, 8)
+    kw = dict(key=jax.random.key(2), block_rows=50, n_iter=5, checkpoint_every=2, mesh=row_mesh())
+    ref, _ = randomized_svd_source(ArraySource(x), 5, **kw)
+    flaky = _FlakySource(x, fail_at=250, fail_pass=3)
+    try:
+        randomized_svd_source(flaky, 5, checkpoint={ckpt!r}, **kw)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    got, _ = randomized_svd_source(flaky, 5, checkpoint={ckpt!r}, **kw)
+    print(json.dumps({{"interrupted": interrupted,
+                      "equal": bool(np.array_equal(np.asarray(got.vt), np.asarray(ref.vt))
+                                    and np.array_equal(np.asarray(got.s), np.asarray(ref.s)))}}))
+""")
+
+
+@pytest.mark.slow
+def test_streaming_over_a_mesh_resumes_to_the_same_result(rng, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    script = RESUME_SCRIPT.format(root=root, seed=int(rng.integers(1 << 30)), ckpt=str(tmp_path / "run.npz"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"interrupted": True, "equal": True}
+    assert not (tmp_path / "run.npz").exists()
