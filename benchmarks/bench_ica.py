@@ -279,7 +279,8 @@ def markdown(out):
         else:
             time_s, comp = f"{r['wall_s']:.2f}", "-"
         split = (f"{r['whiten_wall_s']:.1f} / {r['rest_wall_s']:.1f}" if "whiten_wall_s" in r else "-")
-        lines.append(f"| {r['case']} | {r['p']} | {r['k']} | {r['library']} | {time_s} | {comp} | "
+        lib = r["library"] + (f" ({r['note']})" if r.get("note") else "")
+        lines.append(f"| {r['case']} | {r['p']} | {r['k']} | {lib} | {time_s} | {comp} | "
                      f"{split} | {r['n_iter']} | {r['converged']} | {r['amari']:.4f} | "
                      f"{r.get('loadavg', float('nan')):.1f} | {speed} |")
     lines += ["", "jaxfactor time = steady state (wall minus JIT compile); its whitening solver was "
