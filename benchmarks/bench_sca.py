@@ -7,7 +7,7 @@ Methods
   * ``jaxfactor_sca``: the fast policy, ``SCA(k, reduced_rank='auto',
     varimax_start='previous')`` at the default budget ``gamma = sqrt(p k)``:
     the iteration on the rank-(2k+10) randomized SVD when ``n p >= 2^24``
-    (all cases here), varimax warm-started from the previous iterate (three
+    (all cases here), varimax warm-started from the previous iterate (ten
     steps a call). Initial SVD included in the time.
   * ``jaxfactor_sca_matched``: the same at a larger budget ``gamma`` chosen so
     that its explained variance is at least MiniBatchSparsePCA's on the same

@@ -24,16 +24,36 @@ no entry of ``Z`` or ``Y`` moves by more than ``tol``, each column compared
 with its best match in the previous iterate (columns of nearly equal
 explained variance may trade places; see :func:`_matched_change`).
 
-Cost per iteration: two products with ``X`` (``X Y`` and ``X^T Z``, the mean
-folded in, ``X - mean`` never formed; the product the ordering needs is the one
-the next half-step uses) and ``O((n + p) k^2)`` polar/varimax work plus a sort
-of the ``p k`` loadings. The whole loop is one ``lax.while_loop`` in one jit.
-The varimax restarts are what grows fastest with ``k``: from the identity,
-varimax needs hundreds of steps on these bases (measured on a 2-core CPU: 767
-steps, 9 s, for a ``(10000, 50)`` orthonormal matrix; 459 steps, 10 s, for
-``(16384, 50)``), twice per iteration, so for ``k`` around 50 they dominate
-the products with ``X``. ``varimax_start='previous'`` starts each varimax from
-the last iterate's rotation instead (two steps near the fixed point).
+Cost per iteration (profiled on the 2-core CPU, N = 10000 GAN-like rows):
+two products with ``X`` (``X Y`` and ``X^T Z``, the mean folded in, ``X - mean``
+never formed; about 0.25 s each at ``p = 16384, k = 50``), two polar factors
+(QR of the tall matrix + SVD of the ``k x k`` factor: 10-20 ms), two varimax
+rotations (``O(m k^2)`` a step: 4 ms at ``(10000, 50)``, 6-8 ms at
+``(16384, 50)``), and the L1 projection of the ``p x k`` loadings. What we
+found and changed:
+
+* The exact L1 threshold by sort + cumulative sum cost 1.5 s a call at
+  ``(16384, 50)``: XLA's CPU sort is that slow. Michelot's active-set
+  iteration gives the same exact threshold in 10-30 ms
+  (:func:`jaxfactor._linalg.l1_ball_threshold_active_set`); SCA uses it.
+* Varimax restarted from the identity (epca's rule, ``varimax_start=
+  'identity'``) does not get cheap near the SCA fixed point on the loading
+  side: the shrinkage moves the polar factor away from the varimax optimum,
+  and every call took about 200 steps at ``p = 2048, k = 20`` (500 at
+  ``16384 x 50`` from the SVD start). That is the dominant cost for
+  ``k >= 20``: ~1-4 s an iteration at ``p = 16384, k = 50``.
+* ``varimax_start='previous'`` takes ten steps a call from the previous
+  rotation, so varimax converges across outer iterations: more outer
+  iterations (varimax's own slow linear rate), each far cheaper.
+* Columns of nearly equal explained variance trade places between iterations
+  (2-10 of 50 in most iterations at ``16384 x 50``); the stopping rule
+  therefore matches columns before comparing them.
+* The reduced variant removes the products with ``X`` from the loop.
+
+Policy (:func:`choose_reduced_rank`): ``reduced_rank='auto'`` iterates on
+``X`` below ``n p = 2^24`` and on the rank-``2k + 10`` randomized SVD above;
+row sources always use the reduced variant. Measured effects are in
+``benchmarks/results/bench_sca.md``.
 
 Kernels
   * :func:`prs` -- the polar-rotate-flip-shrink block.
@@ -86,8 +106,10 @@ _VARIMAX_MAX_ITER = 1000
 # steps jumps between calls (2 to 8), which makes the outer map discontinuous
 # and the iteration stall at changes of about 1e-4 (measured); a fixed count
 # keeps it smooth, and at the joint fixed point the rotation is an exact
-# varimax stationary point.
-_WARM_STEPS = 3
+# varimax stationary point. Ten steps: at p=2048, k=20 (GAN-like, reduced
+# variant) 53 outer iterations and 4.8 s against 88 and 5.2 s with three
+# (unlocked timings, load ~6).
+_WARM_STEPS = 10
 # reduced_rank='auto': iterate on X itself below this many entries (n p).
 REDUCED_MIN_SIZE = 2 ** 24
 
@@ -157,8 +179,8 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
       previous: ``(m, k)`` output of the previous call, or ``None``: varimax
         then starts from ``T_0 = polar(Q^T previous)`` (``Q = polar(a)``), the
         orthogonal ``T`` minimising ``||Q T - previous||_F``, instead of ``I``,
-        and takes at most ``_WARM_STEPS`` steps (it keeps refining across
-        calls; see :func:`sca_iterate`).
+        and takes ``_WARM_STEPS`` (10) steps (it keeps refining across calls;
+        see :func:`sca_iterate`).
       follow: traced bool; when false ``previous`` is ignored (start from
         ``I`` and run varimax to R's tolerance).
       n_rows: the true row count for varimax's column means when ``a`` has
@@ -319,7 +341,7 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
         each varimax from ``I`` and run it to R's tolerance, as ``epca``
         does; ``'previous'``: from the second iteration on, start it from the
         rotation that aligns its input with the previous iterate and take
-        three steps, so that varimax refines across iterations. More outer
+        ten steps, so that varimax refines across iterations. More outer
         iterations, far fewer varimax steps; at the joint fixed point the
         rotation is an exact varimax stationary point rather than one stopped
         at R's loose tolerance. Measured effect in ``benchmarks/bench_sca.py``.
@@ -570,7 +592,7 @@ class SCA(Factorizer):
       svd_solver: initial SVD: ``'auto'``, ``'full'`` or ``'randomized'``.
       varimax_start: ``'identity'`` (restart each varimax from ``I`` and run
         it to R's tolerance, as ``epca``: the reference method) or
-        ``'previous'`` (three varimax steps per call from the previous
+        ``'previous'`` (ten varimax steps per call from the previous
         iterate's rotation; see :func:`sca_iterate`).
       block_rows: rows per block when ``X`` is a row source.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
