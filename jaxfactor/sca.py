@@ -495,7 +495,12 @@ def choose_reduced_rank(reduced_rank, n_samples: int, n_features: int, n_compone
     iterate on ``X`` itself when ``n p < REDUCED_MIN_SIZE``, else (and always
     for row sources, which cannot afford a pass per iteration) on the rank
     ``r = min(2 k + 10, n, p)`` randomized SVD. Measured effect of that
-    approximation on GAN-like data: see ``benchmarks/results/bench_sca.md``.
+    approximation (N = 10000, p = 2048, k = 20 GAN-like data, r = 50, both
+    with epca's identity-restarted varimax): explained variance 0.6492 vs
+    0.6488 on ``X``, ``||B||_F`` 485.2 vs 486.3 (-0.2%), loadings matched
+    with ``|cos| >= 0.999``, 99.3% of the zero pattern identical. (The warm
+    varimax start moves the answer more: 96% identical zero pattern, median
+    ``|cos|`` 0.994, explained variance 0.6506.)
 
     Args:
       reduced_rank: ``'auto'``, ``None`` or an int ``r``.
