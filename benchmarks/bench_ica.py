@@ -313,9 +313,13 @@ def markdown(out):
             pts = ", ".join(f"p={p}: {t:.1f} s" for p, t in e["points"])
             lines.append(f"- whiten_solver='{solver}': {pts} -> exponent b = {e['exponent']:.2f}, "
                          f"predicted {e['predicted_s_p16384']:.0f} s at p = 16384 (k = 50).")
-        lines += ["", "Treat these predictions with care: the points were measured on a machine "
-                  "loaded 5-6x beyond its cores, which slows LAPACK (SVD, eigh) far more than "
-                  "GEMM, and two or three points fix a power law only loosely. For orientation, "
+        loads = [r.get("loadavg", float("nan")) for r in rows if r["case"] == "scaling"]
+        lines += ["", "Treat these predictions with care: the points were measured on a shared "
+                  f"machine (1-minute load {min(loads):.1f}-{max(loads):.1f} on 2 cores), and load "
+                  "slows LAPACK (SVD, eigh) far more than GEMM (an earlier run at load 10-12 "
+                  "measured 94 s for scikit-learn's SVD at p = 1024, k = 50), the small-p "
+                  "points carry fixed overheads, and two or three points fix a power law only "
+                  "loosely. For orientation, "
                   "the issue measured on an idle machine (N = 10000, k = 50): scikit-learn "
                   "default (SVD) ~277 s at p = 16384; eigh whitening 3.4 / 25 / 366 s at p = "
                   "2048 / 4096 / 8192. The p = 16384 speed-ups are therefore also given against "
