@@ -114,7 +114,8 @@ def test_checkpoint_of_another_run_is_refused(rng, tmp_path):
         randomized_svd_source(ArraySource(x), 3, key=jax.random.key(0), block_rows=50, checkpoint=ckpt)
 
 
-# Mixed precision. u is the unit roundoff of the operands (bf16: 2^-8 = 3.9e-3,
+# Mixed precision (measured on 1500 x 400 with these settings; the test now runs
+# 1000 x 300 to save time). u is the unit roundoff of the operands (bf16: 2^-8 = 3.9e-3,
 # tf32: 2^-11 = 4.9e-4). Measured on this case over 3 seeds: relative error of the
 # explained variances vs float32 0.08-0.17 u for bf16 and 0.09-0.27 u for tf32
 # (in memory tf32 folds the mean into the products, so its error is relative to
@@ -130,11 +131,11 @@ _UNIT_ROUNDOFF = {"bf16": 2.0 ** -8, "tf32": 2.0 ** -11}
 
 
 def _precision_case(rng):
-    x = low_rank_data(rng, 1500, 400, 60, decay=0.7, offset=5.0)
+    x = low_rank_data(rng, 1000, 300, 60, decay=0.7, offset=5.0)
     return x, jax.random.key(4)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("tf32", marks=pytest.mark.slow)])
 def test_low_precision_products_stay_close_to_float32(rng, precision):
     x, key = _precision_case(rng)
     k = 30
@@ -157,14 +158,14 @@ def test_low_precision_products_stay_close_to_float32(rng, precision):
 def test_precision_off_by_default_is_the_float32_program(rng):
     x = low_rank_data(rng, 300, 80, 10)
     key = jax.random.key(1)
-    a = randomized_svd(jnp.asarray(x), 5, key=key, center=True)
-    b = randomized_svd(jnp.asarray(x), 5, key=key, center=True, precision="float32")
-    c = randomized_svd(jnp.asarray(x), 5, key=key, center=True, precision="bf16")
+    a = randomized_svd(jnp.asarray(x), 5, key=key, center=True, n_iter=2)
+    b = randomized_svd(jnp.asarray(x), 5, key=key, center=True, n_iter=2, precision="float32")
+    c = randomized_svd(jnp.asarray(x), 5, key=key, center=True, n_iter=2, precision="bf16")
     for f in ("s", "vt", "u"):
         np.testing.assert_array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f)))
     assert not np.array_equal(np.asarray(a.s), np.asarray(c.s))  # the option does change the products
-    sa, _ = randomized_svd_source(ArraySource(x), 5, key=key, block_rows=64)
-    sb, _ = randomized_svd_source(ArraySource(x), 5, key=key, block_rows=64, precision="float32")
+    sa, _ = randomized_svd_source(ArraySource(x), 5, key=key, block_rows=100, n_iter=2)
+    sb, _ = randomized_svd_source(ArraySource(x), 5, key=key, block_rows=100, n_iter=2, precision="float32")
     np.testing.assert_array_equal(np.asarray(sa.vt), np.asarray(sb.vt))
 
 

