@@ -10,6 +10,7 @@ from .metrics.walks import walk_predictions, walk_scores
 from .pca import PCA
 from .randomized import randomized_svd, randomized_svd_source
 from .sca import SCA
+from .sharding import row_mesh
 from .sefa import SeFa
 from .sources import ArraySource, CallableSource, NpySource, RowSource
 
@@ -26,6 +27,7 @@ __all__ = [
     "ArraySource",
     "NpySource",
     "CallableSource",
+    "row_mesh",
     "lift",
     "lift_directions",
     "LiftResult",

@@ -43,8 +43,9 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
         Args:
           X: ``(n_samples, n_features)`` float array (numpy, JAX or torch);
-            PCA also takes a row source (:mod:`jaxfactor.sources`, a
-            ``bridges`` activation stream, or a path to ``.npy`` data).
+            PCA, FastICA and SCA also take a row source
+            (:mod:`jaxfactor.sources`, a ``bridges`` activation stream, or a
+            path to ``.npy`` data), read block by block.
           y: ignored.
 
         Returns:
