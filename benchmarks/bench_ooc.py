@@ -144,7 +144,6 @@ def _captured(x, mean, comps):
 
 
 def worker_accuracy(args) -> dict:
-    import jax.numpy as jnp
     from jaxfactor import PCA
     from jaxfactor.sources import ArraySource, NpySource
 

@@ -57,7 +57,6 @@ def _angles_deg(a, b):
 
 def worker_scale(args) -> dict:
     import jax
-    import jax.numpy as jnp
     from threadpoolctl import threadpool_limits
 
     from jaxfactor.randomized import _randomized_svd, range_params

@@ -1,6 +1,8 @@
 """Shared estimator plumbing: scikit-learn's contract plus array intake."""
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import validate_data
 
 from . import _validation as V
+from .sources import RowSource, as_source, is_source
 
 
 @jax.jit
@@ -37,6 +40,23 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if not reset:
             V.check_n_features(self, arr, name)
         return arr, kind
+
+    def _intake_source(self, x, *, min_samples: int = 2):
+        """``(source, n, p, dtype)`` when ``x`` is a row source (and not an
+        array) or a path to ``.npy`` data, recording ``n_features_in_``;
+        ``None`` when ``x`` is an array for :meth:`_intake`."""
+        if not (isinstance(x, (str, os.PathLike)) or (
+                is_source(x) and not hasattr(x, "__array__") and not hasattr(x, "__dlpack__"))):
+            return None
+        source: RowSource = as_source(x)
+        n, p = source.n_samples, source.n_features
+        if n < min_samples:
+            raise ValueError(f"Found array with {n} sample(s); {type(self).__name__} needs at "
+                             f"least {min_samples}")
+        self.n_features_in_ = int(p)
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return source, n, p, V.working_dtype(getattr(source, "dtype", np.float32))
 
     def fit(self, X, y=None):
         """Fit the model on ``X``.

@@ -46,7 +46,6 @@ Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
 from __future__ import annotations
 
 import numbers
-import os
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -59,12 +58,12 @@ from threadpoolctl import threadpool_limits
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
-from ._policy import (DECORRELATIONS, SVD_MAX_ENTRIES, WHITEN_SOLVERS, choose_decorrelation,
+from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, choose_decorrelation,
                       choose_whiten_range, choose_whiten_solver)
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import row_sharding, shard_rows
-from .sources import ArraySource, RowSource, as_source, is_source
+from .sources import ArraySource, RowSource
 
 __all__ = [
     "WhiteningResult",
@@ -778,16 +777,9 @@ class FastICA(Factorizer):
             return self._fit_impl(X)
 
     def _fit_impl(self, X):
-        if isinstance(X, (str, os.PathLike)) or (
-                is_source(X) and not hasattr(X, "__array__") and not hasattr(X, "__dlpack__")):
-            source = as_source(X)
-            n, p = source.n_samples, source.n_features
-            if n < 2:
-                raise ValueError(f"Found array with {n} sample(s); FastICA needs at least 2")
-            self.n_features_in_ = int(p)
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-            arr, dtype = None, V.working_dtype(getattr(source, "dtype", np.float32))
+        streamed = self._intake_source(X)
+        if streamed is not None:
+            (source, n, p, dtype), arr = streamed, None
         else:
             source = None
             arr, _ = self._intake(X, reset=True, min_samples=2)

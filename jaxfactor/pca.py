@@ -28,7 +28,7 @@ from ._policy import SOLVERS, choose_svd_solver
 from .accumulate import PRECISIONS, fold, moments
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
-from .sources import ArraySource, RowSource, is_source
+from .sources import ArraySource, RowSource
 
 __all__ = ["PCAResult", "pca_full", "PCA", "transform", "inverse_transform"]
 
@@ -239,13 +239,9 @@ class PCA(Factorizer):
             return self._fit_impl(X)
 
     def _fit_impl(self, X):
-        if is_source(X) and not hasattr(X, "__array__") and not hasattr(X, "__dlpack__"):
-            source, in_memory, kind = X, False, None
-            n, p = source.n_samples, source.n_features
-            if n < 2:
-                raise ValueError(f"Found array with {n} sample(s); PCA needs at least 2")
-            self.n_features_in_ = int(p)
-            dtype = V.working_dtype(getattr(source, "dtype", np.float32))
+        streamed = self._intake_source(X)
+        if streamed is not None:
+            (source, n, p, dtype), in_memory, kind = streamed, False, None
         else:
             arr, kind = self._intake(X, reset=True, min_samples=2)
             source, in_memory = ArraySource(arr), True

@@ -89,7 +89,7 @@ from .accumulate import InFlight, centred_matmul
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
-from .sources import ArraySource, RowSource, is_source
+from .sources import ArraySource, RowSource
 
 __all__ = ["SCAResult", "prs", "flip_skewness", "sca_iterate", "sca_iterate_reduced", "sca",
            "sca_source", "choose_reduced_rank", "SCA"]
@@ -693,13 +693,9 @@ class SCA(Factorizer):
         Returns:
           ``self``.
         """
-        if is_source(X) and not hasattr(X, "__array__") and not hasattr(X, "__dlpack__"):
-            source, arr = X, None
-            n, p = source.n_samples, source.n_features
-            if n < 2:
-                raise ValueError(f"Found array with {n} sample(s); SCA needs at least 2")
-            self.n_features_in_ = int(p)
-            dtype = V.working_dtype(getattr(source, "dtype", np.float32))
+        streamed = self._intake_source(X)
+        if streamed is not None:
+            (source, n, p, dtype), arr = streamed, None
         else:
             source = None
             arr, _ = self._intake(X, reset=True, min_samples=2)
