@@ -37,6 +37,7 @@ __all__ = [
     "tsqr",
     "InFlight",
     "fold",
+    "map_blocks",
 ]
 
 
@@ -426,3 +427,32 @@ def fold(acc: Accumulator, state: Any, blocks: Iterable[Any], *, in_flight: int 
         state = acc.update(state, jnp.asarray(block))
         queue.add(state)
     return state
+
+
+def map_blocks(fn: Callable[[jax.Array], Any], source, block_rows: int, *, dtype=jnp.float32,
+               in_flight: int = 2, progress: Callable[[int, int], None] | None = None) -> list:
+    """``[fn(block) for block in source.blocks(block_rows)]`` with the blocks
+    queued on the device bounded (see :class:`InFlight`), so that reading the
+    next block overlaps the work on this one and memory stays at a few blocks
+    (plus the results, which should be small: e.g. ``(b_i, k)`` projections).
+
+    Args:
+      fn: jitted function of one ``(b_i, p)`` block of ``dtype``.
+      source: a row source (:class:`jaxfactor.sources.RowSource`).
+      block_rows: rows per block.
+      dtype: dtype the blocks are converted to.
+      in_flight: blocks that may be queued at once.
+      progress: optional ``callback(done_rows, total_rows)``.
+
+    Returns:
+      The list of ``fn`` results, one per block, in row order (not waited on).
+    """
+    out, queue, done = [], InFlight(in_flight), 0
+    for block in source.blocks(block_rows):
+        res = fn(jnp.asarray(block, dtype=dtype))
+        queue.add(res)
+        out.append(res)
+        done += block.shape[0]
+        if progress is not None:
+            progress(done, source.n_samples)
+    return out

@@ -60,6 +60,7 @@ from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
 from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, choose_decorrelation,
                       choose_whiten_range, choose_whiten_solver)
+from .accumulate import map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import row_sharding, shard_rows
@@ -277,13 +278,10 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
     signs = _first_entry_signs(svd.vt)
     vt = svd.vt * signs[:, None]
     scale = jnp.sqrt(jnp.asarray(n, svd.s.dtype)) / jnp.maximum(svd.s, jnp.finfo(svd.s.dtype).tiny)
-    white = np.empty((n, k), np.dtype(dtype))
-    for lo in range(0, n, block_rows):
-        hi = min(lo + block_rows, n)
-        white[lo:hi] = np.asarray(_white_block(jnp.asarray(source.read(lo, hi), dtype=dtype),
-                                               svd.mean, vt, scale))
-        if progress is not None:
-            progress("whiten", hi, n)
+    parts = map_blocks(lambda b: _white_block(b, svd.mean, vt, scale), source, block_rows,
+                       dtype=dtype,
+                       progress=None if progress is None else partial(progress, "whiten"))
+    white = np.asarray(jnp.concatenate(parts, axis=0))
     return WhiteningResult(white, vt, svd.s, svd.mean)
 
 

@@ -85,7 +85,7 @@ from . import _validation as V
 from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
 from ._policy import choose_svd_solver
-from .accumulate import InFlight, centred_matmul
+from .accumulate import centred_matmul, map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
@@ -457,28 +457,18 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
     svd, mom = randomized_svd_source(source, reduced_rank, key=key, center=True,
                                      block_rows=block_rows, dtype=dtype)
     mean, s, vt = svd.mean, svd.s, svd.vt
-    u = _stream_rows(source, block_rows, dtype, lambda b: _left_factor(b, mean, vt, s))
+    u = map_blocks(lambda b: _left_factor(b, mean, vt, s), source, block_rows, dtype=dtype)
     u = jnp.concatenate(u, axis=0)
     state = _iterate_factored_jit(u, s, vt, gamma, k, tol, max_iter, rotate, varimax_start, n)
     del u
     q, adds = _span_basis_jit(state.y)
-    parts = _stream_rows(source, block_rows, dtype, lambda b: _final_block(b, mean, state.y, q))
+    parts = map_blocks(lambda b: _final_block(b, mean, state.y, q), source, block_rows, dtype=dtype)
     scores = jnp.concatenate([sc for sc, _ in parts], axis=0)
     captured = parts[0][1]
     for _, c in parts[1:]:
         captured = captured + c
     total = jnp.sum(mom.variance) * max(n - 1, 1)
     return _assemble_jit(state, mean, scores, captured, adds, total, tol)
-
-
-def _stream_rows(source, block_rows, dtype, fn):
-    """``[fn(block) for block in source]`` keeping at most a few blocks queued."""
-    out, queue = [], InFlight(2)
-    for block in source.blocks(block_rows):
-        res = fn(jnp.asarray(block, dtype=dtype))
-        queue.add(res)
-        out.append(res)
-    return out
 
 
 def default_gamma(n_features: int, n_components: int) -> float:
