@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine_info, markdown_table, peak_rss_mb, run_worker, write_results  # noqa: E402
+from benchmarks.datasets import gan_like  # noqa: E402
 
 LOCK = "/tmp/jaxfactor-bench.lock"
 
@@ -51,22 +52,8 @@ def write_file(path: str, n: int, p: int, *, rank: int = 1000, decay: float = 0.
     """Write ``benchmarks.datasets.gan_like(n, p, seed=seed)`` block by block into
     a ``.npy`` memmap (the same random stream, so the same rows); returns seconds."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    rank = min(rank, p)
-    scales = (np.arange(1, rank + 1, dtype=np.float64) ** -decay).astype(np.float32)
-    mixing = rng.standard_normal((rank, p), dtype=np.float32) / np.sqrt(rank)
-    mixing *= 4.0 * scales[:, None]
-    offset = np.abs(rng.standard_normal(p, dtype=np.float32))
     out = np.lib.format.open_memmap(path + ".part", mode="w+", dtype=np.float32, shape=(n, p))
-    for lo in range(0, n, block):
-        hi = min(lo + block, n)
-        sources = rng.laplace(size=(hi - lo, rank)).astype(np.float32)
-        x = sources @ mixing
-        x += offset
-        x += noise * rng.standard_normal((hi - lo, p), dtype=np.float32)
-        out[lo:hi] = x
-        if (lo // block) % 16 == 15:
-            out.flush()  # let dirty pages go to disk as we go
+    gan_like(n, p, rank=rank, decay=decay, noise=noise, seed=seed, block=block, out=out)
     out.flush()
     del out
     os.replace(path + ".part", path)
@@ -242,6 +229,8 @@ def main():
     if "vt_head" in fit and "ref_components_head" in acc:
         payload["full_vs_subset_top10_max_angle_deg"] = float(
             _angles_deg(np.asarray(fit["vt_head"]), np.asarray(acc["ref_components_head"])).max())
+    fit.pop("vt_head", None)
+    acc.pop("ref_components_head", None)
     write_results(args.name, payload, render(payload), args.out)
 
 
