@@ -1,7 +1,61 @@
-"""Reference computations shared by the tests (NumPy float64)."""
+"""Reference computations shared by the tests (NumPy float64), and the plumbing of
+the tests that run in a fresh process (forced devices, resident-memory bounds)."""
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
+
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def run_json_script(script: str, *, timeout: float = 600, **env) -> dict:
+    """Run ``python -c script`` in a fresh process on the CPU backend (plus
+    ``env``, e.g. :data:`FOUR_DEVICES`: XLA reads its flags only at start-up)
+    and return the JSON object printed on its last line of output."""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu", **env))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def fit_with_peak(warm_up, fit):
+    """Run ``warm_up()`` (compilation and allocator at the fit's shapes), then
+    ``fit()``; return ``(fit(), memory)`` with ``memory`` the peak resident
+    size before and after the fit and the resident size just before it (MiB).
+    For use inside a fresh process (:func:`run_json_script`)."""
+    warm_up()
+    before = {"peak_before": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "rss_before": _rss_mb()}
+    result = fit()
+    return result, {**before, "peak_after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def grown_mb(memory: dict) -> float:
+    """How far the fit raised the peak resident size (MiB), from :func:`fit_with_peak`."""
+    return memory["peak_after"] - max(memory["peak_before"], memory["rss_before"])
+
+
+def write_npy(path, n: int, p: int, make_rows, *, block: int = 4000) -> None:
+    """Write an ``(n, p)`` float32 ``.npy`` file block by block:
+    ``make_rows(m)`` returns the next ``(m, p)`` rows."""
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, p))
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        x[lo:hi] = make_rows(hi - lo)
+    x.flush()
+    del x
 
 
 def low_rank_data(rng, n, p, rank, *, noise=0.05, decay=1.0, offset=3.0, dtype=np.float32):

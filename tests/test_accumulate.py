@@ -133,3 +133,17 @@ def test_matmul_precisions_round_the_operands_and_accumulate_in_float32(rng):
         acc_mod.matmul(jnp.asarray(a), jnp.asarray(b), "fp8")
     with pytest.raises(ValueError, match="precision must be one of"):
         normal_product("half")
+
+
+def test_map_blocks_maps_every_row_once_in_order(rng):
+    from jaxfactor.sources import ArraySource
+
+    x = rng.standard_normal((1001, 7)).astype(np.float32)
+    z = rng.standard_normal((7, 3)).astype(np.float32)
+    seen = []
+    parts = acc_mod.map_blocks(lambda b: b @ jnp.asarray(z), ArraySource(x), 128,
+                               progress=lambda done, total: seen.append((done, total)))
+    assert [p.shape[0] for p in parts] == [128] * 7 + [105]
+    np.testing.assert_allclose(np.concatenate([np.asarray(p) for p in parts]),
+                               x.astype(np.float64) @ z, rtol=1e-5, atol=1e-5)
+    assert seen[-1] == (1001, 1001) and [d for d, _ in seen] == sorted({d for d, _ in seen})

@@ -1,15 +1,11 @@
 """FastICA scale-out: row-sharded execution on 4 forced CPU devices, and fits from a
 .npy file with memory bounded by the block size (subprocesses: XLA_FLAGS must be set
 before JAX starts, and peak RSS is per process)."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import FOUR_DEVICES, ROOT, grown_mb, run_json_script, write_npy
 
 SHARDED = textwrap.dedent("""
     import json, sys
@@ -53,16 +49,8 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-def run_script(script, **env):
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu", **env))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def test_row_sharded_fastica_equals_single_device(rng):
-    out = run_script(SHARDED.format(root=ROOT, seed=int(rng.integers(1 << 30))),
-                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = run_json_script(SHARDED.format(root=ROOT, seed=int(rng.integers(1 << 30))), **FOUR_DEVICES)
     # the data and the whitened data really are split by rows over 4 devices
     assert "rows" in out["x_spec"] and out["x_shards"] == [251] * 4
     assert "rows" in out["white_spec"] and out["white_devices"] == 4
@@ -79,26 +67,19 @@ def test_row_sharded_fastica_equals_single_device(rng):
 
 
 OUT_OF_CORE = textwrap.dedent("""
-    import json, resource, sys
-    import numpy as np
+    import json, sys
     sys.path.insert(0, {root!r})
     import jaxfactor
     from jaxfactor.ica import FastICA
     from jaxfactor.sources import NpySource
-
-    def rss_mb():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 2**20
+    from tests.helpers import fit_with_peak
 
     src = NpySource({path!r})
     # warm up compilation and allocator on a slice with the same block shapes
     warm = jaxfactor.sources.ArraySource(src.read(0, 4096 + src.n_samples % 512))
-    FastICA(6, block_rows=512, random_state=0).fit(warm)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    now = rss_mb()
-    model = FastICA(6, block_rows=512, random_state=0).fit(src)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({{"peak_before": base, "rss_before": now, "peak_after": peak,
+    fit = lambda data: FastICA(6, block_rows=512, random_state=0).fit(data)
+    model, memory = fit_with_peak(lambda: fit(warm), lambda: fit(src))
+    print(json.dumps({{**memory,
                       "solver": model.whiten_solver_, "converged": model.converged_,
                       "components": model.components_.tolist(), "mean": model.mean_.tolist()}}))
 """)
@@ -110,20 +91,20 @@ def test_fastica_on_a_file_keeps_memory_at_block_size(tmp_path, rng):
 
     n, p, k = 16000, 1024, 6  # 62.5 MiB on disk; a block of 512 rows is 2 MiB
     path = tmp_path / "big.npy"
-    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, p))
     a = rng.standard_normal((p, k)).astype(np.float32)
     offset = 2.0 * rng.standard_normal(p).astype(np.float32)
-    for lo in range(0, n, 4000):
-        s = np.column_stack([rng.laplace(size=4000), rng.uniform(-np.sqrt(3), np.sqrt(3), 4000),
-                             rng.standard_t(5, 4000), rng.laplace(size=4000),
-                             rng.uniform(-np.sqrt(3), np.sqrt(3), 4000),
-                             rng.choice([-1.0, 1.0], 4000)]).astype(np.float32)
-        x[lo:lo + 4000] = s @ a.T + offset + 0.05 * rng.standard_normal((4000, p)).astype(np.float32)
-    x.flush()
-    del x
-    out = run_script(OUT_OF_CORE.format(root=ROOT, path=str(path)))
+
+    def rows(m):
+        s = np.column_stack([rng.laplace(size=m), rng.uniform(-np.sqrt(3), np.sqrt(3), m),
+                             rng.standard_t(5, m), rng.laplace(size=m),
+                             rng.uniform(-np.sqrt(3), np.sqrt(3), m),
+                             rng.choice([-1.0, 1.0], m)]).astype(np.float32)
+        return s @ a.T + offset + 0.05 * rng.standard_normal((m, p)).astype(np.float32)
+
+    write_npy(path, n, p, rows)
+    out = run_json_script(OUT_OF_CORE.format(root=ROOT, path=str(path)))
     file_mb = path.stat().st_size / 2**20
-    grown = out["peak_after"] - max(out["peak_before"], out["rss_before"])
+    grown = grown_mb(out)
     block_mb = 512 * p * 4 / 2**20
     # a few blocks (plus the (n, k) whitened data, 0.4 MiB), never a sizeable part of the file
     assert grown < 12 * block_mb and grown < 0.4 * file_mb, (grown, file_mb)

@@ -4,15 +4,11 @@ Both run in a subprocess: the mesh test needs ``XLA_FLAGS`` set before JAX
 starts (4 forced CPU devices, as tests/test_sharding.py), the out-of-core test
 measures the resident memory of a fresh process (as tests/test_out_of_core.py).
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import FOUR_DEVICES, ROOT, grown_mb, run_json_script, write_npy
 
 MESH_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -54,13 +50,8 @@ MESH_SCRIPT = textwrap.dedent("""
 
 
 def test_row_sharded_sca_equals_single_device(rng):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
     seed = int(rng.integers(1 << 30))
-    proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT.format(root=ROOT, seed=seed)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_json_script(MESH_SCRIPT.format(root=ROOT, seed=seed), **FOUR_DEVICES)
     for name in ("full", "reduced"):
         r = out[name]
         assert all(r["converged"]), (name, r)
@@ -81,16 +72,13 @@ def test_row_sharded_sca_equals_single_device(rng):
 
 
 OOC_SCRIPT = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np
     sys.path.insert(0, {root!r})
     import jaxfactor
     from jaxfactor import NpySource
     from jaxfactor.sca import SCA
-
-    def rss_mb():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 2**20
+    from tests.helpers import fit_with_peak
 
     src = NpySource({path!r})
     kw = dict(gamma={gamma}, reduced_rank={rank}, block_rows=512, random_state=0)
@@ -98,13 +86,9 @@ OOC_SCRIPT = textwrap.dedent("""
     # shapes depend on n, so the warm-up source has n rows too (random, made per block)
     rows = lambda lo, hi: np.random.default_rng(lo).standard_normal((hi - lo, src.n_features)).astype(np.float32)
     warm = jaxfactor.CallableSource(rows, src.n_samples, src.n_features)
-    SCA({k}, max_iter=3, **kw).fit(warm)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    now = rss_mb()
-    model = SCA({k}, **kw).fit(src)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({{"peak_before": base, "rss_before": now, "peak_after": peak,
-                      "components": model.components_.tolist(), "mean": model.mean_.tolist(),
+    model, memory = fit_with_peak(lambda: SCA({k}, max_iter=3, **kw).fit(warm),
+                                  lambda: SCA({k}, **kw).fit(src))
+    print(json.dumps({{**memory, "components": model.components_.tolist(), "mean": model.mean_.tolist(),
                       "ratio": model.explained_variance_ratio_.tolist(), "b": model.B_.tolist(),
                       "n_iter": model.n_iter_, "converged": model.converged_}}))
 """)
@@ -122,21 +106,12 @@ def test_out_of_core_sca_keeps_memory_at_block_size(tmp_path, rng):
     y_true /= np.linalg.norm(y_true, axis=0)
     offset = 2.0 * rng.standard_normal(p)
     path = tmp_path / "big.npy"
-    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, p))
-    for lo in range(0, n, 4000):
-        scores = rng.standard_normal((4000, k)) * np.array([8.0, 6.0, 4.0])
-        x[lo:lo + 4000] = offset + scores @ y_true.T + 0.2 * rng.standard_normal((4000, p))
-    x.flush()
-    del x
+    write_npy(path, n, p, lambda m: offset + (rng.standard_normal((m, k)) * np.array([8.0, 6.0, 4.0]))
+              @ y_true.T + 0.2 * rng.standard_normal((m, p)))
     gamma = 0.9 * float(np.abs(y_true).sum())
-    proc = subprocess.run(
-        [sys.executable, "-c", OOC_SCRIPT.format(root=ROOT, path=str(path), gamma=gamma,
-                                                  rank=rank, k=k)],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_json_script(OOC_SCRIPT.format(root=ROOT, path=str(path), gamma=gamma, rank=rank, k=k))
     file_mb = path.stat().st_size / 2**20
-    grown = out["peak_after"] - max(out["peak_before"], out["rss_before"])
+    grown = grown_mb(out)
     block_mb = 512 * p * 4 / 2**20
     # the fit holds U (n x r), the scores (n x k) and a few blocks, never a sizeable part of the file
     assert grown < 12 * block_mb and grown < 0.4 * file_mb, (grown, file_mb)

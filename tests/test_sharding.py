@@ -1,15 +1,11 @@
 """Sharded execution on 4 forced CPU devices (a subprocess: XLA_FLAGS must be
 set before JAX starts) must agree with the single-device result."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from .helpers import exact_pca, low_rank_data, principal_angles_deg
+from .helpers import FOUR_DEVICES, ROOT, exact_pca, low_rank_data, principal_angles_deg, run_json_script
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -39,12 +35,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_row_sharded_pca_equals_single_device(rng):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=root, seed=int(rng.integers(1 << 30)))],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_json_script(SCRIPT.format(root=ROOT, seed=int(rng.integers(1 << 30))), **FOUR_DEVICES)
     assert out["n"] == 1001 and out["padded_rows"] == 1004
     assert "rows" in out["spec"]
     assert len({d for d, _ in out["shards"]}) == 4
@@ -106,12 +97,8 @@ STREAM_SCRIPT = textwrap.dedent("""
 
 
 def _run_stream_script(seed, precisions):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    script = STREAM_SCRIPT.format(root=root, seed=seed, precisions=tuple(precisions))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    script = STREAM_SCRIPT.format(root=ROOT, seed=seed, precisions=tuple(precisions))
+    return run_json_script(script, timeout=900, **FOUR_DEVICES)
 
 
 def test_streaming_pca_over_a_mesh_equals_single_device(rng):
@@ -174,11 +161,7 @@ RESUME_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_streaming_over_a_mesh_resumes_to_the_same_result(rng, tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    script = RESUME_SCRIPT.format(root=root, seed=int(rng.integers(1 << 30)), ckpt=str(tmp_path / "run.npz"))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    script = RESUME_SCRIPT.format(root=ROOT, seed=int(rng.integers(1 << 30)), ckpt=str(tmp_path / "run.npz"))
+    out = run_json_script(script, timeout=900, **FOUR_DEVICES)
     assert out == {"interrupted": True, "equal": True}
     assert not (tmp_path / "run.npz").exists()
