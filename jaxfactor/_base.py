@@ -41,13 +41,19 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
             V.check_n_features(self, arr, name)
         return arr, kind
 
-    def _intake_source(self, x, *, min_samples: int = 2):
-        """``(source, n, p, dtype)`` when ``x`` is a row source (and not an
-        array) or a path to ``.npy`` data, recording ``n_features_in_``;
-        ``None`` when ``x`` is an array for :meth:`_intake`."""
+    def _intake_rows(self, x, *, min_samples: int = 2):
+        """Fit input of any kind: ``(arr, source, n, p, dtype, kind)``.
+
+        An array (numpy, JAX, torch) goes through :meth:`_intake` and comes back
+        as ``arr`` (``source`` is ``None``); a row source (that is not also an
+        array) or a path to ``.npy`` data comes back as ``source`` (``arr`` and
+        ``kind`` are ``None``), read block by block by the caller. Either way
+        ``n_features_in_`` is recorded.
+        """
         if not (isinstance(x, (str, os.PathLike)) or (
                 is_source(x) and not hasattr(x, "__array__") and not hasattr(x, "__dlpack__"))):
-            return None
+            arr, kind = self._intake(x, reset=True, min_samples=min_samples)
+            return arr, None, arr.shape[0], arr.shape[1], arr.dtype, kind
         source: RowSource = as_source(x)
         n, p = source.n_samples, source.n_features
         if n < min_samples:
@@ -56,7 +62,7 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.n_features_in_ = int(p)
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
-        return source, n, p, V.working_dtype(getattr(source, "dtype", np.float32))
+        return None, source, n, p, V.working_dtype(getattr(source, "dtype", np.float32)), None
 
     def fit(self, X, y=None):
         """Fit the model on ``X``.

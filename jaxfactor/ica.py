@@ -775,14 +775,7 @@ class FastICA(Factorizer):
             return self._fit_impl(X)
 
     def _fit_impl(self, X):
-        streamed = self._intake_source(X)
-        if streamed is not None:
-            (source, n, p, dtype), arr = streamed, None
-        else:
-            source = None
-            arr, _ = self._intake(X, reset=True, min_samples=2)
-            n, p = arr.shape
-            dtype = arr.dtype
+        arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, alpha = self._check_params(n, p)
         key = V.check_random_state_key(self.random_state)
         key_whiten, key_init = jax.random.split(key)

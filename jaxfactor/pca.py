@@ -239,14 +239,10 @@ class PCA(Factorizer):
             return self._fit_impl(X)
 
     def _fit_impl(self, X):
-        streamed = self._intake_source(X)
-        if streamed is not None:
-            (source, n, p, dtype), in_memory, kind = streamed, False, None
-        else:
-            arr, kind = self._intake(X, reset=True, min_samples=2)
-            source, in_memory = ArraySource(arr), True
-            n, p = arr.shape
-            dtype = arr.dtype
+        arr, source, n, p, dtype, _ = self._intake_rows(X)
+        in_memory = source is None
+        if in_memory:
+            source = ArraySource(arr)
         k = self._check_params(n, p)
         solver = choose_svd_solver(self.solver, n, p, k, in_memory)
         if solver == "randomized" and not in_memory:

@@ -683,13 +683,7 @@ class SCA(Factorizer):
         Returns:
           ``self``.
         """
-        streamed = self._intake_source(X)
-        if streamed is not None:
-            (source, n, p, dtype), arr = streamed, None
-        else:
-            source = None
-            arr, _ = self._intake(X, reset=True, min_samples=2)
-            n, p = arr.shape
+        arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, gamma, rank = self._check_params(n, p, in_memory=source is None)
         key = V.check_random_state_key(self.random_state)
         # The loop calls LAPACK (jaxlib's CPU QR/SVD kernels, through scipy's
