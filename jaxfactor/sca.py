@@ -45,6 +45,10 @@ found and changed:
 * ``varimax_start='previous'`` takes ten steps a call from the previous
   rotation, so varimax converges across outer iterations: more outer
   iterations (varimax's own slow linear rate), each far cheaper.
+* With that warm start the sample-side rotation cannot change the loadings
+  (:func:`_iterate_warm`), so the loop skips it (one rotation at the end) and,
+  on the reduced variant, runs the sample side in ``r`` coordinates: half the
+  time per iteration, same iterates.
 * Columns of nearly equal explained variance trade places between iterations
   (2-10 of 50 in most iterations at ``16384 x 50``); the stopping rule
   therefore matches columns before comparing them.
@@ -189,7 +193,12 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
     Returns:
       ``(m, k)`` array.
     """
-    q = polar(a)
+    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, follow=follow,
+                          n_rows=n_rows)
+
+
+def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous, follow, n_rows):
+    """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``."""
     if rotate == "varimax":
         start, tol, steps = None, _VARIMAX_TOL, _VARIMAX_MAX_ITER
         if previous is not None:
@@ -250,14 +259,45 @@ class _LoopState(NamedTuple):
     change: jax.Array
 
 
-def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotate,
-             varimax_start, n_rows):
+class _Sides(NamedTuple):
+    """How the loop reaches ``X_c``, for the identity-restart and the warm loop.
+
+    ``apply(y) = X_c y`` (``(p, k) -> (n, k)``) and ``apply_t(z) = X_c^T z``.
+    The warm loop works in coordinates ``c = reduce(y)`` (``(c, k)``) with
+    ``||X_c y_j|| = ||c_j||`` and ``X_c y = lift(c)``; ``polar_back(w)`` is the
+    orthogonal polar factor of ``X_c^T lift(w)`` for orthonormal ``w``. On
+    ``X`` itself ``c = X_c y``; on ``U diag(s) Vt`` ``c = s * (Vt y)`` (``r`` rows),
+    ``lift(w) = U w`` and ``polar_back(w) = Vt^T polar(s * w)``: the loop then
+    touches nothing of size ``n``.
+    """
+
+    apply: Callable
+    apply_t: Callable
+    reduce: Callable
+    lift: Callable
+    polar_back: Callable
+
+
+def _data_sides(x, mean) -> _Sides:
+    apply = lambda y: centred_matmul(x, mean, y)  # noqa: E731
+    apply_t = lambda z: _rmatmul(x, mean, z)  # noqa: E731
+    return _Sides(apply, apply_t, apply, lambda w: w, lambda w: polar(apply_t(w)))
+
+
+def _factored_sides(u, s, vt) -> _Sides:
+    reduce = lambda y: s[:, None] * (vt @ y)  # noqa: E731
+    return _Sides(lambda y: u @ reduce(y), lambda z: vt.T @ (s[:, None] * (u.T @ z)), reduce,
+                  lambda w: u @ w, lambda w: vt.T @ polar(s[:, None] * w))
+
+
+def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_rows):
     """The SCA alternation as one ``lax.while_loop``.
 
-    ``apply(y) = X_c y`` (``(p, k) -> (n, k)``), ``apply_t(z) = X_c^T z``;
     ``n_rows`` is the true sample count (``X`` may carry zero-padding rows).
     """
-    warm = rotate == "varimax" and varimax_start == "previous"
+    if rotate == "varimax" and varimax_start == "previous":
+        return _iterate_warm(sides, y0, gamma, tol, max_iter, n_rows)
+    apply, apply_t = sides.apply, sides.apply_t
     dtype = y0.dtype
     xy0 = apply(y0)
     z0 = jnp.zeros(xy0.shape, dtype)
@@ -267,12 +307,9 @@ def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotat
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        # The first step starts varimax from I on both sides (nothing to follow yet).
-        follow = s.i > 0
-        z = prs(s.xy, None, rotate=rotate, previous=s.z if warm else None,
-                follow=follow, n_rows=n_rows)  # k sqrt(n) budget: never binding
+        z = prs(s.xy, None, rotate=rotate, n_rows=n_rows)  # k sqrt(n) budget: never binding
         z, xtz = _order_by(z, apply_t(z))
-        y = prs(xtz, gamma, rotate=rotate, previous=s.y if warm else None, follow=follow)
+        y = prs(xtz, gamma, rotate=rotate)
         y, xy = _order_by(y, apply(y))
         change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
         # The first step compares against the unrotated SVD start: never "converged".
@@ -280,6 +317,56 @@ def _iterate(apply: Callable, apply_t: Callable, y0, gamma, tol, max_iter, rotat
         return _LoopState(s.i + 1, y, xy, z, change)
 
     return jax.lax.while_loop(cond, body, init)
+
+
+def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
+    """The alternation with varimax warm-started from the previous loadings.
+
+    With that start the rotation applied on the sample side does not change
+    the loadings. For any orthogonal ``T``, ``polar(X_c^T Q T) = A T`` with
+    ``A = polar(X_c^T Q)``; the loading-side varimax starts from
+    ``L_0 = A T polar((A T)^T Y_prev) = A polar(A^T Y_prev)`` and each step maps
+    ``L`` to ``A polar(A^T f(L))``: the same sequence whatever ``T`` is. So the
+    loop carries the unrotated sample-side polar factor ``Q = polar(X_c Y)``
+    (its changes enter the stopping rule) and rotates it once at the end,
+    varimax to R's tolerance from the rotation that aligns ``Q`` with the first
+    step's ``Z``, then flip and order. The first step has nothing to follow:
+    it is the reference step, varimax from ``I`` to R's tolerance on both
+    sides, so the loadings are exactly those of the loop that rotates ``Z``
+    every time (checked: same iterates, ``||B||``, sparsity and explained
+    variance at ``p = 2048``, ``k = 20`` and ``50``). On the factored data the
+    loop costs ``O(p r k)`` plus the loading-side varimax steps; nothing of
+    size ``n`` but ``U w`` for the stopping rule. Measured (2 cores, GAN-like
+    ``N = 10000``, idle machine): ``p = 2048, k = 50`` 4.9 s instead of 10.0 s,
+    ``p = 16384, k = 50`` 52.8 s instead of 74.9 s, same answers.
+    """
+    dtype = y0.dtype
+    # First step as the reference: varimax from I on both sides.
+    z1 = prs(sides.apply(y0), None, rotate="varimax", n_rows=n_rows)
+    y1 = prs(sides.apply_t(z1), gamma, rotate="varimax")
+    y1, coords1 = _order_by(y1, sides.reduce(y1))
+    z0 = sides.lift(polar(sides.reduce(y0)))
+    init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
+
+    def cond(s):
+        return (s.i < max_iter) & (s.change > tol)
+
+    def body(s):
+        w = polar(s.xy)
+        z = sides.lift(w)
+        y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y,
+                           follow=s.i > 0, n_rows=None)
+        y, coords = _order_by(y, sides.reduce(y))
+        change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
+        change = jnp.where(s.i == 0, jnp.inf, change)
+        return _LoopState(s.i + 1, y, coords, z, change)
+
+    state = jax.lax.while_loop(cond, body, init)
+    xy = sides.lift(state.xy)
+    q = polar(xy)
+    z = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=polar(q.T @ z1), n_rows=n_rows).rotated
+    z, _ = _order_by(flip_skewness(z), sides.apply_t(z))
+    return state._replace(xy=xy, z=z)
 
 
 def _span_basis(y):
@@ -354,9 +441,7 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
       rows included: they are zero).
     """
     gamma = jnp.asarray(gamma, x.dtype)
-    apply = lambda y: centred_matmul(x, mean, y)  # noqa: E731
-    apply_t = lambda z: _rmatmul(x, mean, z)  # noqa: E731
-    state = _iterate(apply, apply_t, y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
+    state = _iterate(_data_sides(x, mean), y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
                      varimax_start, _true_rows(x, n_rows))
     return _finish(x, mean, state, state.xy, tol)
 
@@ -364,10 +449,8 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
 def _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate, varimax_start,
                       n_rows) -> _LoopState:
     dtype = vt.dtype
-    apply = lambda y: u @ (s[:, None] * (vt @ y))  # noqa: E731
-    apply_t = lambda z: vt.T @ (s[:, None] * (u.T @ z))  # noqa: E731
     y0 = vt[:n_components].T
-    return _iterate(apply, apply_t, y0, jnp.asarray(gamma, dtype), jnp.asarray(tol, dtype),
+    return _iterate(_factored_sides(u, s, vt), y0, jnp.asarray(gamma, dtype), jnp.asarray(tol, dtype),
                     max_iter, rotate, varimax_start, n_rows)
 
 
