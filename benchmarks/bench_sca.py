@@ -202,7 +202,7 @@ def run_case(x, p, k, tmp, data_path, args, mean, total):
     methods = [m for m in METHODS if m not in args.skip]
     if (p, k) != (2048, 20):
         methods = [m for m in methods if m != "sklearn_sparsepca"]
-    if p > args.reference_max_p:
+    if p > args.reference_max_p or k > args.reference_max_k:
         methods = [m for m in methods if m != "jaxfactor_sca_reference"]
     peer_ev = None
     for method in methods:
@@ -293,6 +293,9 @@ def main():
                     help="wall-clock limit of the SparsePCA fit, seconds")
     ap.add_argument("--reference-max-p", type=int, default=16384,
                     help="run epca's reference method only up to this p")
+    ap.add_argument("--reference-max-k", type=int, default=20,
+                    help="run epca's reference method only up to this k (at p=2048, k=50 it "
+                         "did not finish in 600 s)")
     ap.add_argument("--search-fits", type=int, default=4,
                     help="fits of the bisection for the matched budget")
     ap.add_argument("--what-ran", default=None, help="a note for the report")
