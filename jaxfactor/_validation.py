@@ -105,11 +105,25 @@ def to_jax(x, name: str = "X") -> jax.Array:
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} holds non-numeric objects: {err}") from err
     _check_dtype_kind(arr.dtype, name)
-    return jnp.asarray(arr)
+    # device_put copies (may_alias=False: later changes to the caller's array do
+    # not reach ours) at memcpy speed: 4 ms for 20 MB where jnp.asarray takes 15
+    # ms. It canonicalises dtypes as jnp.asarray does (float64 -> float32 unless
+    # x64 is on).
+    return jax.device_put(arr, may_alias=False)
+
+
+_all_finite = jax.jit(lambda x: jnp.all(jnp.isfinite(x)))
 
 
 def check_finite(x: jax.Array, name: str = "X") -> None:
-    """Raise ``ValueError`` with the counts when ``x`` holds NaN or inf."""
+    """Raise ``ValueError`` with the counts when ``x`` holds NaN or inf.
+
+    One ``all(isfinite)`` pass; the NaN and inf counts are taken only when it
+    fails (counting both on every call cost 21 ms instead of 4 ms for a
+    ``(10000, 512)`` float32 array on 2 CPU cores).
+    """
+    if bool(_all_finite(x)):
+        return
     n_nan = int(jnp.sum(jnp.isnan(x)))
     n_inf = int(jnp.sum(jnp.isinf(x)))
     if n_nan or n_inf:

@@ -161,6 +161,29 @@ def _whiten_svd(x, n_components):
     return WhiteningResult(white, vt * signs[:, None], s, mean)
 
 
+# whiten(solver='eigh') on an in-memory array with n >= p and at most this many
+# entries forms the covariance of the centred data in one program; larger
+# inputs go through pca_full's blocked, merge-centred accumulation.
+EIGH_DIRECT_MAX_ENTRIES = 2 ** 26
+
+
+@partial(jax.jit, static_argnames=("n_components",))
+def _whiten_eigh(x, n_components):
+    """Exact whitening through the ``(p, p)`` covariance, in one program:
+    ``X_c = X - mean`` (stored once), ``C = X_c^T X_c``, ``eigh``, top ``k``
+    axes, ``Z = sqrt(n) X_c Vt^T / s``. Measured at ``(10000, 512)`` on 2 CPU
+    cores: ~80 ms against ~125 ms through ``pca_full``'s blocked accumulation."""
+    n = x.shape[0]
+    mean = jnp.mean(x, axis=0)
+    xc = x - mean
+    ev, v = jnp.linalg.eigh(xc.T @ xc)
+    ev, vt = ev[::-1][:n_components], v[:, ::-1][:, :n_components].T
+    s = jnp.sqrt(jnp.maximum(ev, 0))
+    vt = vt * _first_entry_signs(vt)[:, None]
+    scale = jnp.sqrt(jnp.asarray(n, x.dtype)) / jnp.maximum(s, jnp.finfo(x.dtype).tiny)
+    return WhiteningResult((xc @ vt.T) * scale[None, :], vt, s, mean)
+
+
 @jax.jit
 def _white_from_u(u, vt, s, mean, n_valid):
     """``Z = sqrt(n) U`` with signs flipped to the first-entry convention; rows
@@ -182,8 +205,10 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
     the principal subspace scaled to identity covariance (Hyvarinen et al.
     2001, eq. 6.33). Solvers:
 
-    * ``'eigh'``: exact, :func:`jaxfactor.pca.pca_full` (covariance ``eigh``
-      when ``n >= p``, thin SVD otherwise), then one projection pass;
+    * ``'eigh'``: exact: the covariance ``eigh`` when ``n >= p`` (in one
+      program up to :data:`EIGH_DIRECT_MAX_ENTRIES` entries, else through
+      :func:`jaxfactor.pca.pca_full`'s blocked accumulation), thin SVD
+      otherwise, then one projection pass;
     * ``'svd'``: exact thin SVD of the centred data;
     * ``'randomized'``: :func:`jaxfactor.randomized.randomized_svd` with the
       mean folded in (``X_c`` is never formed), ``O(n p k)``; ``x`` may be
@@ -219,6 +244,8 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
         raise ValueError("n_valid (padded rows) is supported by the randomized solver only")
     if solver == "svd":
         return _whiten_svd(x, k)
+    if solver == "eigh" and n >= p and n * p <= EIGH_DIRECT_MAX_ENTRIES:
+        return _whiten_eigh(x, k)
     if solver == "eigh":
         res = pca_full(ArraySource(x), k, dtype=x.dtype)
         s = jnp.sqrt(res.explained_variance * max(n - 1, 1))
@@ -288,8 +315,8 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
 # ------------------------------------------------------------------ contrasts
 
 
-def _contrast(fun: str, y: jax.Array, alpha, n_valid) -> tuple[jax.Array, jax.Array]:
-    """``(g(y), mean over the n_valid true samples of g'(y))`` for samples along axis 0.
+def _contrast(fun: str, y: jax.Array, alpha, n_valid, axis: int = 0) -> tuple[jax.Array, jax.Array]:
+    """``(g(y), mean over the n_valid true samples of g'(y))`` for samples along ``axis``.
 
     Rows beyond the first ``n_valid`` are padding (zero whitened rows, see
     :func:`fastica`): ``g(0) = 0`` for every contrast, so they add nothing to
@@ -297,7 +324,7 @@ def _contrast(fun: str, y: jax.Array, alpha, n_valid) -> tuple[jax.Array, jax.Ar
     for exp), so their share is taken off the sum of ``g'`` before dividing
     by the true count.
     """
-    n_pad = y.shape[0] - n_valid
+    n_pad = y.shape[axis] - n_valid
     if fun == "logcosh":
         gy = jnp.tanh(alpha * y)
         gp, gp0 = alpha * (1 - gy * gy), alpha
@@ -308,7 +335,7 @@ def _contrast(fun: str, y: jax.Array, alpha, n_valid) -> tuple[jax.Array, jax.Ar
         gy, gp, gp0 = y * y * y, 3 * y * y, 0.0
     else:
         raise ValueError(f"fun must be one of {CONTRASTS}, got {fun!r}")
-    mean_gp = (jnp.sum(gp, axis=0) - n_pad.astype(y.dtype) * gp0) / n_valid.astype(y.dtype)
+    mean_gp = (jnp.sum(gp, axis=axis) - n_pad.astype(y.dtype) * gp0) / n_valid.astype(y.dtype)
     return gy, mean_gp
 
 
@@ -356,9 +383,6 @@ def _newton_schulz(w, max_steps=40):
     return x
 
 
-def _gt_z(gy, white):
-    """``g(Y)^T Z`` (``(k, k)``), both ``(n, k)``: one product contracting the row axis."""
-    return gy.T @ white
 
 
 # ------------------------------------------------------------------ iterations
@@ -412,11 +436,17 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation="
         _, it, change = state
         return (it < max_iter) & (change >= tol)
 
+    # Samples along the minor axis: Y^T = W Z^T and g(Y)^T Z = g(Y^T) (Z^T)^T both
+    # contract the contiguous axis of row-major operands, which XLA's CPU dots
+    # run faster (measured on 2 cores, n = 10000: 6.7-8.7 ms a step instead of
+    # 10.1-10.6 ms at k = 100, 390-420 ms instead of 420-445 ms at k = 1000).
+    white_t = jax.lax.optimization_barrier(white.T)      # (k, n), one copy
+
     def body(state):
         w, it, _ = state
-        y = white @ w.T                                  # (n, k)
-        gy, gpy = _contrast(fun, y, alpha, n_valid)
-        w1 = _gt_z(gy, white) / count - gpy[:, None] * w
+        y_t = w @ white_t                                # (k, n) = (Z W^T)^T
+        gy_t, gpy = _contrast(fun, y_t, alpha, n_valid, axis=1)
+        w1 = gy_t @ white_t.T / count - gpy[:, None] * w
         w1 = symmetric_decorrelation(w1, decorrelation)
         change = jnp.max(jnp.abs(jnp.abs(jnp.sum(w1 * w, axis=1)) - 1))
         return w1, it + 1, change

@@ -239,12 +239,15 @@ def test_n_components_none_is_the_numerical_rank(rng):
 
 def test_whitening_kernel_is_white_for_every_solver(rng):
     x, _, _ = planted(rng, n=300, p=200)
-    ref_s = np.linalg.svd(x - x.mean(0), compute_uv=False)[:K]
+    _, ref_s, ref_vt = np.linalg.svd(np.float64(x) - x.mean(0), full_matrices=False)
+    ref_s, ref_vt = ref_s[:K], ref_vt[:K] * np.sign(ref_vt[:K, :1])
     for solver in ("svd", "eigh"):    # randomized: in the wide recovery test
         res = whiten(jnp.asarray(x), K, solver=solver)
         z = np.asarray(res.white, np.float64)
         np.testing.assert_allclose(z.T @ z / z.shape[0], np.eye(K), atol=2e-3, err_msg=solver)
         np.testing.assert_allclose(np.asarray(res.singular_values), ref_s, rtol=2e-3)
+        np.testing.assert_allclose(np.asarray(res.components), ref_vt, atol=2e-3, err_msg=solver)
+        np.testing.assert_allclose(np.asarray(res.mean), x.mean(0), atol=1e-5)
         assert np.all(np.asarray(res.components)[:, 0] >= 0)
 
 
@@ -336,7 +339,10 @@ def test_zero_padded_rows_do_not_count(rng, fun):
     w0 = jnp.asarray(rng.standard_normal((K, K)), jnp.float32)
     ref = fastica(white, w_init=w0, fun=fun, max_iter=2)
     ours = fastica(padded, w_init=w0, fun=fun, max_iter=2, n_valid=500)
-    np.testing.assert_allclose(np.asarray(ours.w), np.asarray(ref.w), atol=2e-6)
+    # float32 sums over 500 and 507 samples round differently, and the step divides
+    # by |E[y g(y)] - E[g'(y)]| ~ 0.15: a few 1e-6 apart; counting the padding is
+    # 0.03-0.1 off (measured)
+    np.testing.assert_allclose(np.asarray(ours.w), np.asarray(ref.w), atol=2e-5)
     if fun != "cube":       # counting the padding changes E[g'(y)] and so the step
         wrong = fastica(padded, w_init=w0, fun=fun, max_iter=2)
         assert np.max(np.abs(np.asarray(wrong.w) - np.asarray(ref.w))) > 1e-4
