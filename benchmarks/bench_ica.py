@@ -12,13 +12,16 @@ Cases (N = 10000 rows throughout):
     ``'eigh'``; these points fit the power law used to extrapolate
     scikit-learn to p = 16384 (labelled as an extrapolation).
   * paper (FastGAN conv1): p = 16384, k in {20, 100} (--quick) or
-    {20, 100, 500, 1000} -- jaxfactor only; scikit-learn's time there is the
-    extrapolation.
+    {20, 100, 500, 1000} -- jaxfactor, and scikit-learn's default for the k
+    given to --sklearn-paper-k (5-8 minutes each here); elsewhere its time
+    there is the extrapolation.
 
 Same tolerance (1e-4), max_iter (200), contrast (logcosh) and seed for both.
 jaxfactor's JIT compile time (trace + lowering + XLA compile, summed from
-``jax.monitoring`` events during the fit) is reported separately and
-subtracted from its steady-state time.
+``jax.monitoring`` events during the first fit) is reported separately. Its
+steady-state time is a second fit's wall time when the first took under
+``REPEAT_BELOW_S`` (60 s), else the first fit's wall time minus the compile
+events. --merge JSON folds a partial rerun into an earlier results file.
 
 Usage:
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_ica.py [--quick]
@@ -101,18 +104,33 @@ class WhitenTimer:
         ica.whiten = timed
 
 
+# A first call shorter than this is repeated, and the second call's wall time is
+# the steady state (a first call pays more than compilation: tracing, caches,
+# first dispatch, which is most of it for sub-second fits); longer first calls
+# report wall minus the summed compile events.
+REPEAT_BELOW_S = 60.0
+
+
 def run_ours(x, k, seed, timer, whiten_timer, **kw):
     from jaxfactor.ica import FastICA
 
-    before, w_before = timer.total, whiten_timer.total
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = FastICA(k, tol=TOL, max_iter=MAX_ITER, random_state=seed, **kw).fit(x)
-    wall = time.perf_counter() - t0
-    compile_s = timer.total - before
-    whiten_s = whiten_timer.total - w_before
-    return model, dict(wall_s=wall, compile_s=compile_s, steady_s=max(wall - compile_s, 0.0),
+    def fit():
+        before, w_before = timer.total, whiten_timer.total
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = FastICA(k, tol=TOL, max_iter=MAX_ITER, random_state=seed, **kw).fit(x)
+        wall = time.perf_counter() - t0
+        return model, wall, timer.total - before, whiten_timer.total - w_before, caught
+
+    model, wall, compile_s, whiten_s, caught = fit()
+    steady, first = max(wall - compile_s, 0.0), wall
+    if wall < REPEAT_BELOW_S:
+        model, steady, _, whiten_s, caught = fit()
+        wall = steady
+    return model, dict(wall_s=wall, first_call_s=first, compile_s=compile_s, steady_s=steady,
+                       steady_from="second call" if first < REPEAT_BELOW_S else
+                       "first call minus compile events",
                        whiten_wall_s=whiten_s, rest_wall_s=wall - whiten_s,
                        n_iter=int(model.n_iter_), converged=bool(model.converged_),
                        whiten_solver=model.whiten_solver_, **kw,
@@ -165,6 +183,9 @@ def main(argv=None):
                         help="skip k in {500, 1000} at p=16384 and p=4096 for scikit-learn")
     parser.add_argument("--paper-k", type=int, nargs="*", default=None,
                         help="override the k values run at p=16384")
+    parser.add_argument("--sklearn-paper-k", type=int, nargs="*", default=(),
+                        help="also time scikit-learn's default FastICA at p=16384 for these k "
+                             "(each takes ~5-8 min on 2 cores, inside the issue's 15-minute limit)")
     parser.add_argument("--only-paper", action="store_true",
                         help="run only the p=16384 cases (no scikit-learn, no extrapolation)")
     parser.add_argument("--scale-p", type=int, nargs="*", default=None,
@@ -172,6 +193,9 @@ def main(argv=None):
     parser.add_argument("--svd-max-p", type=int, default=2048,
                         help="largest scaling p at which scikit-learn's default (SVD) is timed")
     parser.add_argument("--out", default=str(RESULTS / "bench_ica"))
+    parser.add_argument("--merge", metavar="JSON",
+                        help="keep the rows of this earlier results JSON that this run does not "
+                             "redo (same case, p, k, library), and list this run as a separate run")
     parser.add_argument("--render", metavar="JSON",
                         help="only rewrite the Markdown next to an existing results JSON")
     args = parser.parse_args(argv)
@@ -222,7 +246,12 @@ def main(argv=None):
         x, a = planted(N, 16384, k, seed=k)
         m, info = run_ours(x, k, 0, timer, whiten_timer)
         record("paper", 16384, k, "jaxfactor", info, m, a)
-        del x, m
+        del m
+        if k in args.sklearn_paper_k:
+            m, info = run_sklearn(x, k, 0, "svd")
+            record("paper", 16384, k, "sklearn-svd", info, m, a, "scikit-learn default, measured")
+            del m
+        del x
 
     # scikit-learn at p = 16384 by extrapolation of t = c p^b (k = 50 points)
     extrapolation = {}
@@ -240,6 +269,23 @@ def main(argv=None):
                                               only_paper=args.only_paper,
                                               paper_k=list(paper_k)),
                rows=rows, sklearn_extrapolation=extrapolation)
+    if args.merge:
+        old = json.loads(Path(args.merge).read_text())
+        redone = {(r["case"], r["p"], r["k"], r["library"]) for r in rows}
+        for r in rows:
+            r["note"] = (r.get("note", "") + "; " if r.get("note") else "") + "separate run"
+        out["rows"] = [r for r in old["rows"]
+                       if (r["case"], r["p"], r["k"], r["library"]) not in redone] + rows
+        order = {"w-space": 0, "scaling": 1, "paper": 2}
+        out["rows"].sort(key=lambda r: (order.get(r["case"], 3), r["p"], r["k"],
+                                        r["library"] != "jaxfactor"))
+        env_old = old["environment"]
+        env_old.setdefault("extra_runs", []).append(dict(
+            args=" ".join(argv if argv is not None else sys.argv[1:]), date=env["date"],
+            loadavg_start=env["loadavg_start"], loadavg_end=env["loadavg_end"]))
+        out["environment"] = env_old
+        out["sklearn_extrapolation"] = extrapolation or old.get("sklearn_extrapolation", {})
+        out["settings"]["paper_k"] = sorted({r["k"] for r in out["rows"] if r["p"] == 16384})
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2))
@@ -255,8 +301,12 @@ def markdown(out):
              f"BLAS (threadpoolctl): {', '.join(b.get('internal_api', '?') + ' ' + str(b.get('version')) + ' ' + str(b.get('architecture')) + ' x' + str(b.get('num_threads')) for b in env['blas'])}.",
              f"`uptime` at start: `{env.get('uptime_start', '?')}`; at end: `{env.get('uptime_end', '?')}`.",
              f"Load average at start {env['loadavg_start'][0]:.1f}, at end {env['loadavg_end'][0]:.1f} "
-             f"on {env['cpu_count']} cores: the machine was shared with other jobs, so absolute "
-             "times are inflated and noisy; compare the two libraries within a row.", "",
+             f"on {env['cpu_count']} cores"
+             + (": the machine was shared with other jobs, so absolute times are inflated and "
+                "noisy; compare the two libraries within a row." if max(
+                    env['loadavg_start'][0], env['loadavg_end'][0]) > 2.5 else
+                " (this benchmark alone on the machine; a load near 2 is its own two threads)."),
+             "",
              f"Settings: N = {out['settings']['n']}, tol = {out['settings']['tol']}, "
              f"max_iter = {out['settings']['max_iter']}, logcosh, parallel; planted Laplace sources. "
              f"Mode: {'--quick' if out['settings']['quick'] else 'full'}.", "",
@@ -268,13 +318,22 @@ def markdown(out):
         speed = ""
         if r["library"] == "jaxfactor":
             t = r["steady_s"]
+            below = [q for q in rows if q["p"] == r["p"] and q["k"] < r["k"]
+                     and q["library"] == "sklearn-svd"]
             if peer:
                 speed = f"{peer['wall_s'] / t:.1f}x (measured, svd)"
+            elif below:
+                # scikit-learn's default repeats the same full SVD at every k, then iterates
+                base = max(below, key=lambda q: q["wall_s"])
+                speed = (f">= {base['wall_s'] / t:.1f}x (lower bound: scikit-learn measured "
+                         f"{base['wall_s']:.0f} s at k = {base['k']}; its full SVD does not "
+                         "depend on k)")
             elif r["p"] == 16384:
                 speed = f"{ISSUE_SKLEARN_P16384_S / t:.1f}x vs the issue's idle 277 s (k=50)"
                 if "svd" in ext:
                     speed += f"; ~{ext['svd']['predicted_s_p16384'] / t:.0f}x vs extrapolated svd"
-            time_s = f"{r['steady_s']:.2f} (+{r['compile_s']:.1f} compile)"
+            second = r.get("steady_from") == "second call"
+            time_s = f"{r['steady_s']:.2f} (+{r['compile_s']:.1f} compile{'; 2nd call' if second else ''})"
             comp = f"{r['compile_s']:.1f}"
         else:
             time_s, comp = f"{r['wall_s']:.2f}", "-"
@@ -283,7 +342,11 @@ def markdown(out):
         lines.append(f"| {r['case']} | {r['p']} | {r['k']} | {lib} | {time_s} | {comp} | "
                      f"{split} | {r['n_iter']} | {r['converged']} | {r['amari']:.4f} | "
                      f"{r.get('loadavg', float('nan')):.1f} | {speed} |")
-    lines += ["", "jaxfactor time = steady state (wall minus JIT compile); its whitening solver was "
+    lines += ["", "jaxfactor time = steady state: '2nd call' rows are a second fit's wall time "
+              "(the script repeats fits whose first call took under "
+              f"{REPEAT_BELOW_S:.0f} s); the others are the first fit's wall minus its JIT "
+              "compile events, which still includes first-call tracing and dispatch (large for "
+              "sub-second fits). Its whitening solver was "
               + ", ".join(sorted({f"{r['p']}: {r['whiten_solver']}" for r in rows
                                   if r['library'] == 'jaxfactor'})) + ".", ""]
     for extra in env.get("extra_runs", []):
@@ -305,7 +368,11 @@ def markdown(out):
                   "libraries, Amari 0.146 (jaxfactor) vs 0.254 (scikit-learn). A damped "
                   "(stabilised, Hyvarinen 1999) Newton step with mu = 0.5 does converge "
                   "(linearly, ~0.97 per iteration, to Amari 0.226 at k = 1000: not within 200 "
-                  "iterations), see the report; it is not in the library yet.", ""]
+                  "iterations), see the report; it is not in the library yet. Nor did a "
+                  "Picard-O prototype (L-BFGS on the orthogonal group with Cayley steps, "
+                  "NumPy, outside the library) converge faster at N / k = 10: at n = 2000, "
+                  "k = 200 its gradient was still 1e-4 after 500 iterations, where the "
+                  "fixed-point iteration met tol = 1e-4 after 170 (Amari 0.213 vs 0.219).", ""]
     if ext:
         lines += ["## scikit-learn at p = 16384: EXTRAPOLATION (not measured)", "",
                   "Power law t = c p^b fitted to the k = 50 scaling points above:", ""]
@@ -314,17 +381,21 @@ def markdown(out):
             lines.append(f"- whiten_solver='{solver}': {pts} -> exponent b = {e['exponent']:.2f}, "
                          f"predicted {e['predicted_s_p16384']:.0f} s at p = 16384 (k = 50).")
         loads = [r.get("loadavg", float("nan")) for r in rows if r["case"] == "scaling"]
-        lines += ["", "Treat these predictions with care: the points were measured on a shared "
-                  f"machine (1-minute load {min(loads):.1f}-{max(loads):.1f} on 2 cores), and load "
+        lines += ["", "Treat these predictions with care: the points were measured at a "
+                  f"1-minute load of {min(loads):.1f}-{max(loads):.1f} on 2 cores, and load "
                   "slows LAPACK (SVD, eigh) far more than GEMM (an earlier run at load 10-12 "
                   "measured 94 s for scikit-learn's SVD at p = 1024, k = 50), the small-p "
                   "points carry fixed overheads, and two or three points fix a power law only "
                   "loosely. For orientation, "
                   "the issue measured on an idle machine (N = 10000, k = 50): scikit-learn "
                   "default (SVD) ~277 s at p = 16384; eigh whitening 3.4 / 25 / 366 s at p = "
-                  "2048 / 4096 / 8192. The p = 16384 speed-ups are therefore also given against "
-                  "the idle 277 s, which is conservative (our times there were measured under "
-                  "the load).", ""]
+                  "2048 / 4096 / 8192. Where scikit-learn was not measured at p = 16384, the "
+                  "speed-ups there are also given against the idle 277 s.", ""]
+        measured = sorted(r["k"] for r in rows if r["p"] == 16384 and r["library"] == "sklearn-svd")
+        if measured:
+            lines += [f"scikit-learn's default was measured at p = 16384 for k = {measured} "
+                      "(rows above, same data and settings as ours); those rows' speed-ups are "
+                      "measured ones.", ""]
     settings = out["settings"]
     not_run = []
     if settings["quick"]:
