@@ -63,7 +63,7 @@ from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, choose_decorrelation,
 from .accumulate import map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
-from .sharding import row_sharding, shard_rows
+from .sharding import shard_block, shard_rows
 from .sources import ArraySource, RowSource
 
 __all__ = [
@@ -575,18 +575,6 @@ def _order_and_sign(unmixing, mixing, source_variance):
             explained, order, signs)
 
 
-def _shard_white(white, mesh):
-    """``(n, k)`` whitened data as a row-sharded ``(n_pad, k)`` array whose
-    padding rows (up to a multiple of the mesh size) are exactly zero."""
-    n = white.shape[0]
-    size = mesh.devices.size
-    n_pad = -(-n // size) * size
-    if white.shape[0] != n_pad:
-        white = jnp.concatenate([jnp.asarray(white)[:n], jnp.zeros((n_pad - n, white.shape[1]),
-                                                                   white.dtype)], axis=0)
-    return jax.device_put(white, row_sharding(mesh))
-
-
 def _rank_floor(dtype, n, p, solver):
     eps = float(np.finfo(dtype).eps)
     if solver == "eigh":
@@ -832,7 +820,7 @@ class FastICA(Factorizer):
             self.whiten_solver_ = solver
 
         # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
-        white_iter = white if mesh is None else _shard_white(white, mesh)
+        white_iter = white if mesh is None else shard_block(white, mesh)[0]
         result = fastica(white_iter, key=key_init, w_init=w_user, algorithm=self.algorithm,
                          fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter),
                          n_valid=n, decorrelation=decorrelation)

@@ -78,11 +78,11 @@ def shard_rows(x, mesh: Mesh, *, pad_with_mean: bool = True) -> tuple[jax.Array,
 def shard_block(block, mesh: Mesh, *, dtype=None) -> tuple[jax.Array, np.int32]:
     """Place one row block of a stream on ``mesh`` split by rows, zero-padded.
 
-    Unlike :func:`shard_rows`, padding is done on the host (one copy of the
-    block, then one transfer per device) and is zeros: the caller passes the
+    Unlike :func:`shard_rows`, the padding is zeros: the caller passes the
     returned count to the accumulators (``update(state, block, n_valid)``,
-    :mod:`jaxfactor.accumulate`), which mask the padding out of moments and
-    products.
+    :mod:`jaxfactor.accumulate`) or kernels (``n_valid``), which mask the
+    padding out of moments and products. A host block is padded on the host
+    (one copy, then one transfer per device); a JAX array stays on its device.
 
     Args:
       block: ``(b, p)`` rows (numpy or JAX).
@@ -94,9 +94,10 @@ def shard_block(block, mesh: Mesh, *, dtype=None) -> tuple[jax.Array, np.int32]:
       ``b_padded`` the next multiple of the mesh size, and ``b`` as an int32
       scalar (a traced argument: every block count shares one compiled update).
     """
-    block = np.asarray(block, dtype=dtype)
+    xp = jnp if isinstance(block, jax.Array) else np
+    block = xp.asarray(block, dtype=dtype)
     rows = block.shape[0]
     pad = (-rows) % mesh.devices.size
     if pad:
-        block = np.concatenate([block, np.zeros((pad, block.shape[1]), block.dtype)], axis=0)
+        block = xp.concatenate([block, xp.zeros((pad, block.shape[1]), block.dtype)], axis=0)
     return jax.device_put(block, row_sharding(mesh)), np.int32(rows)

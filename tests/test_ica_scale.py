@@ -11,9 +11,9 @@ SHARDED = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {root!r})
-    from jaxfactor.ica import FastICA, fastica, whiten, _shard_white
+    from jaxfactor.ica import FastICA, fastica, whiten
     from jaxfactor.metrics.amari import amari_distance
-    from jaxfactor.sharding import row_mesh, shard_rows
+    from jaxfactor.sharding import row_mesh, shard_block, shard_rows
     from tests.test_ica import planted
 
     assert len(jax.devices()) == 4, jax.devices()
@@ -25,7 +25,7 @@ SHARDED = textwrap.dedent("""
     xs, _ = shard_rows(x, mesh)
     res = whiten(xs, k, solver="randomized", key=jax.random.key(0), n_valid=n)
     ref = whiten(jnp.asarray(x), k, solver="randomized", key=jax.random.key(0))
-    ws = _shard_white(res.white, mesh)
+    ws, _ = shard_block(res.white, mesh)
     w0 = jnp.asarray(rng.standard_normal((k, k)), jnp.float32)
     one_sharded = fastica(ws, w_init=w0, max_iter=1, n_valid=n)
     one_single = fastica(ref.white, w_init=w0, max_iter=1)
