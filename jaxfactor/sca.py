@@ -165,7 +165,7 @@ def flip_skewness(a: jax.Array) -> jax.Array:
 
 
 def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
-        previous: jax.Array | None = None, follow=True, n_rows=None) -> jax.Array:
+        previous: jax.Array | None = None, n_rows=None) -> jax.Array:
     """Polar, Rotate, Shrink: the building block of SCA (Chen & Rohe).
 
     ``polar(a)`` (orthonormal factor ``U V^T`` of ``a = U S V^T``, through a
@@ -185,28 +185,21 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
         orthogonal ``T`` minimising ``||Q T - previous||_F``, instead of ``I``,
         and takes ``_WARM_STEPS`` (10) steps (it keeps refining across calls;
         see :func:`sca_iterate`).
-      follow: traced bool; when false ``previous`` is ignored (start from
-        ``I`` and run varimax to R's tolerance).
       n_rows: the true row count for varimax's column means when ``a`` has
         zero padding rows (row sharding); default ``m``.
 
     Returns:
       ``(m, k)`` array.
     """
-    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, follow=follow,
-                          n_rows=n_rows)
+    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_rows=n_rows)
 
 
-def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous, follow, n_rows):
+def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_rows=None):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``."""
-    if rotate == "varimax":
-        start, tol, steps = None, _VARIMAX_TOL, _VARIMAX_MAX_ITER
-        if previous is not None:
-            eye = jnp.eye(q.shape[1], dtype=q.dtype)
-            start = jnp.where(follow, polar(q.T @ previous), eye)
-            tol = jnp.where(follow, jnp.zeros((), q.dtype), tol)
-            steps = jnp.where(follow, _WARM_STEPS, steps)
-        q = varimax(q, tol, steps, init=start, n_rows=n_rows).rotated
+    if rotate == "varimax" and previous is None:
+        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, n_rows=n_rows).rotated
+    elif rotate == "varimax":
+        q = varimax(q, 0.0, _WARM_STEPS, init=polar(q.T @ previous), n_rows=n_rows).rotated
     q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget, method="active_set")
@@ -342,10 +335,10 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
     """
     dtype = y0.dtype
     # First step as the reference: varimax from I on both sides.
-    z1 = prs(sides.apply(y0), None, rotate="varimax", n_rows=n_rows)
+    z0 = sides.lift(polar(sides.reduce(y0)))
+    z1 = _rotate_shrink(z0, None, rotate="varimax", n_rows=n_rows)
     y1 = prs(sides.apply_t(z1), gamma, rotate="varimax")
     y1, coords1 = _order_by(y1, sides.reduce(y1))
-    z0 = sides.lift(polar(sides.reduce(y0)))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
 
     def cond(s):
@@ -354,16 +347,14 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
     def body(s):
         w = polar(s.xy)
         z = sides.lift(w)
-        y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y,
-                           follow=s.i > 0, n_rows=None)
+        y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y)
         y, coords = _order_by(y, sides.reduce(y))
         change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
-        change = jnp.where(s.i == 0, jnp.inf, change)
         return _LoopState(s.i + 1, y, coords, z, change)
 
     state = jax.lax.while_loop(cond, body, init)
     xy = sides.lift(state.xy)
-    q = polar(xy)
+    q = sides.lift(polar(state.xy))
     z = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=polar(q.T @ z1), n_rows=n_rows).rotated
     z, _ = _order_by(flip_skewness(z), sides.apply_t(z))
     return state._replace(xy=xy, z=z)
