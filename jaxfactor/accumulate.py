@@ -289,10 +289,12 @@ def _normal_product_update_impl(state, block, n_valid=None, *, precision="float3
     return state._replace(product=state.product + matmul(centred.T, y, precision))
 
 
-_normal_product_update = jax.jit(_normal_product_update_impl)
-_NORMAL_PRODUCT_UPDATES = {"float32": _normal_product_update,
-                           **{p: jax.jit(partial(_normal_product_update_impl, precision=p))
-                              for p in PRECISIONS if p != "float32"}}
+def _per_precision(update_impl):
+    """One jitted ``update(state, block, n_valid=None)`` per :data:`PRECISIONS` entry."""
+    return {p: jax.jit(partial(update_impl, precision=p)) for p in PRECISIONS}
+
+
+_NORMAL_PRODUCT_UPDATES = _per_precision(_normal_product_update_impl)
 
 
 def _normal_product_merge(a, b):
@@ -350,9 +352,7 @@ def _tsqr_update_impl(state, block, n_valid=None, *, precision="float32"):
     return state._replace(r=_tsqr_stack(state.r, y))
 
 
-_tsqr_update = jax.jit(_tsqr_update_impl)
-_TSQR_UPDATES = {"float32": _tsqr_update,
-                 **{p: jax.jit(partial(_tsqr_update_impl, precision=p)) for p in PRECISIONS if p != "float32"}}
+_TSQR_UPDATES = _per_precision(_tsqr_update_impl)
 
 
 @jax.jit
