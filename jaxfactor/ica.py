@@ -143,11 +143,20 @@ def _first_entry_signs(vt):
 @jax.jit
 def _white_from_axes(x, mean, vt, s):
     """Flip ``vt`` to the first-entry convention and project: ``Z = sqrt(n) X_c Vt^T / s``."""
-    signs = _first_entry_signs(vt)
-    vt = vt * signs[:, None]
-    y = x @ vt.T - (mean @ vt.T)[None, :]
-    scale = jnp.sqrt(jnp.asarray(x.shape[0], x.dtype)) / jnp.maximum(s, jnp.finfo(x.dtype).tiny)
-    return y * scale[None, :], vt
+    vt, scale = _signed_axes(vt, s, x.shape[0])
+    return _white_block(x, mean, vt, scale), vt
+
+
+def _signed_axes(vt, s, n):
+    """``vt`` flipped to the first-entry convention and the whitening scale ``sqrt(n) / s``."""
+    scale = jnp.sqrt(jnp.asarray(n, s.dtype)) / jnp.maximum(s, jnp.finfo(s.dtype).tiny)
+    return vt * _first_entry_signs(vt)[:, None], scale
+
+
+@jax.jit
+def _white_block(x, mean, vt, scale):
+    """``(X_b - 1 mean^T) Vt^T diag(scale)``, the mean folded into the product."""
+    return (x @ vt.T - (mean @ vt.T)[None, :]) * scale[None, :]
 
 
 @partial(jax.jit, static_argnames=("n_components",))
@@ -234,11 +243,6 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
     raise ValueError(f"solver must be one of {WHITEN_SOLVERS}, got {solver!r}")
 
 
-@jax.jit
-def _white_block(x, mean, vt, scale):
-    return (x @ vt.T - (mean @ vt.T)[None, :]) * scale[None, :]
-
-
 def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
                   method: str = "auto", n_oversamples: int | None = None,
                   n_iter: int | None = None, block_size: int | None = None,
@@ -275,9 +279,7 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
     svd, _ = randomized_svd_source(source, k, key=key, method=method, n_oversamples=n_oversamples,
                                    n_iter=n_iter, block_size=block_size, center=True,
                                    block_rows=block_rows, dtype=dtype, progress=progress)
-    signs = _first_entry_signs(svd.vt)
-    vt = svd.vt * signs[:, None]
-    scale = jnp.sqrt(jnp.asarray(n, svd.s.dtype)) / jnp.maximum(svd.s, jnp.finfo(svd.s.dtype).tiny)
+    vt, scale = _signed_axes(svd.vt, svd.s, n)
     parts = map_blocks(lambda b: _white_block(b, svd.mean, vt, scale), source, block_rows,
                        dtype=dtype,
                        progress=None if progress is None else partial(progress, "whiten"))
