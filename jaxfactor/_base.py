@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import validate_data
 
+from . import _params as P
 from . import _validation as V
 from .sources import RowSource, as_source, is_source
 
@@ -77,6 +78,7 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Returns:
           ``self``.
         """
+        P.validate_params(self)
         self._fit(X)
         return self
 

@@ -45,7 +45,6 @@ Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -55,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
@@ -694,41 +694,25 @@ class FastICA(Factorizer):
         self.random_state = random_state
         self.mesh = mesh
 
+    _parameter_constraints = {
+        **P.shared("n_components", "max_iter", "tol", "n_oversamples", "n_iter", "block_size",
+                   "block_rows", "random_state", "mesh"),
+        "algorithm": [P.Options(*ALGORITHMS)],
+        "fun": [P.Options(*CONTRASTS)],
+        "fun_args": [P.Constant(None), P.Predicate(
+            lambda a: isinstance(a, dict) and set(a) <= {"alpha"}
+            and P.Interval(float, 1, 2).accepts(a.get("alpha", 1.0)),
+            "a dict {'alpha': a float in [1, 2]}")],
+        "whiten": [P.Options(*(w for w in WHITEN_OPTIONS if w)), P.Constant(False)],
+        "w_init": [P.Constant(None), P.ArrayLike],
+        "whiten_solver": [P.Options(*WHITEN_SOLVERS)],
+        "method": [P.Options("auto", "krylov", "subspace")],
+        "decorrelation": [P.Options(*DECORRELATIONS)],
+    }
+
     # ---------------------------------------------------------------- checks
     def _check_params(self, n, p):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if not isinstance(self.fun, str) or self.fun not in CONTRASTS:
-            raise ValueError(f"fun must be one of {CONTRASTS}, got {self.fun!r}")
-        if isinstance(self.whiten, str):
-            if self.whiten not in WHITEN_OPTIONS:
-                raise ValueError(f"whiten must be one of {WHITEN_OPTIONS}, got {self.whiten!r}")
-        elif self.whiten is not False:
-            raise ValueError(f"whiten must be one of {WHITEN_OPTIONS}, got {self.whiten!r}")
-        if self.whiten_solver not in WHITEN_SOLVERS:
-            raise ValueError(f"whiten_solver must be one of {WHITEN_SOLVERS}, "
-                             f"got {self.whiten_solver!r}")
-        if self.method not in ("auto", "krylov", "subspace"):
-            raise ValueError(f"method must be 'auto', 'krylov' or 'subspace', got {self.method!r}")
-        if self.decorrelation not in DECORRELATIONS:
-            raise ValueError(f"decorrelation must be one of {DECORRELATIONS}, "
-                             f"got {self.decorrelation!r}")
-        if (isinstance(self.block_rows, bool) or not isinstance(self.block_rows, numbers.Integral)
-                or self.block_rows < 1):
-            raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
-                or self.max_iter < 1):
-            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
-        if (isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real)
-                or not np.isfinite(self.tol) or self.tol < 0):
-            raise ValueError(f"tol must be a non-negative finite number, got {self.tol!r}")
-        fun_args = {} if self.fun_args is None else self.fun_args
-        if not isinstance(fun_args, dict) or set(fun_args) - {"alpha"}:
-            raise ValueError(f"fun_args must be None or a dict with the key 'alpha', "
-                             f"got {self.fun_args!r}")
-        alpha = fun_args.get("alpha", 1.0)
-        if not isinstance(alpha, numbers.Real) or not 1 <= alpha <= 2:
-            raise ValueError(f"fun_args['alpha'] must be in [1, 2], got {alpha!r}")
+        alpha = ({} if self.fun_args is None else self.fun_args).get("alpha", 1.0)
         if self.whiten is False:
             if self.n_components is not None:
                 warnings.warn("Ignoring n_components with whiten=False.", UserWarning, stacklevel=3)
@@ -736,10 +720,6 @@ class FastICA(Factorizer):
         k = self.n_components
         if k is None:
             return None, float(alpha)
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"n_components must be an int or None, got {k!r}")
-        if k < 1:
-            raise ValueError(f"n_components={k} must be at least 1")
         if k > p:
             raise ValueError(f"n_components={k} is larger than n_features={p}: whitening keeps at "
                              f"most min(n_samples - 1, n_features) = {min(n - 1, p)} components")

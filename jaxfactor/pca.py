@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import svd_flip
@@ -232,24 +233,24 @@ class PCA(Factorizer):
         self.mesh = mesh
         self.precision = precision
 
+    _parameter_constraints = {
+        **P.shared("block_rows", "n_oversamples", "n_iter", "block_size", "random_state", "mesh"),
+        # beside the shared rule: a variance fraction, as scikit-learn's PCA
+        "n_components": [*P.SHARED["n_components"], P.Interval(float, 0, 1, closed="neither")],
+        "solver": [P.Options(*SOLVERS)],
+        "whiten": [P.InstanceOf(bool, np.bool_, name="a bool")],
+        "method": [P.Options("krylov", "subspace")],
+        "precision": [P.Options(*PRECISIONS)],
+    }
+
     # ---------------------------------------------------------------- checks
     def _check_params(self, n, p):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.method not in ("krylov", "subspace"):
-            raise ValueError(f"method must be 'krylov' or 'subspace', got {self.method!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.block_rows, numbers.Integral) or self.block_rows < 1:
-            raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
         k = self.n_components
-        if isinstance(k, float) and not isinstance(k, bool):
-            if not 0 < k < 1:
-                raise ValueError(f"a float n_components must lie in (0, 1), got {k}")
+        if isinstance(k, numbers.Real) and not isinstance(k, numbers.Integral):
             if self.solver not in ("auto", "full"):
                 raise ValueError(f"n_components={k} (a variance fraction) needs solver='full', "
                                  f"got solver={self.solver!r}")
-            return k
+            return float(k)
         return V.check_n_components(k, n, p)
 
     # ------------------------------------------------------------------- fit

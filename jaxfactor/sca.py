@@ -75,7 +75,6 @@ Estimator
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from functools import partial
 from typing import Callable, NamedTuple
@@ -85,6 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
@@ -628,10 +628,6 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
                        varimax_start=varimax_start, n_rows=n_true)
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 class SCA(Factorizer):
     """Sparse component analysis (Chen & Rohe), the method of R's ``epca::sca``.
 
@@ -702,38 +698,23 @@ class SCA(Factorizer):
         self.mesh = mesh
         self.random_state = random_state
 
+    _parameter_constraints = {
+        **P.shared("n_components", "max_iter", "tol", "block_rows", "mesh", "random_state"),
+        "gamma": [P.Constant(None), P.Interval(float, 0, None, closed="neither")],
+        "rotate": [P.Options(*ROTATIONS)],
+        "reduced_rank": [P.Constant(None), P.Options("auto"), P.Interval(int, 1, None)],
+        "svd_solver": [P.Options("auto", "full", "randomized")],
+        "varimax_start": [P.Options("previous", "identity")],
+    }
+
     def _check_params(self, n, p, in_memory=True):
         k = V.check_n_components(self.n_components, n, p)
-        if (isinstance(self.block_rows, bool) or not isinstance(self.block_rows, numbers.Integral)
-                or self.block_rows < 1):
-            raise ValueError(f"block_rows must be a positive int, got {self.block_rows!r}")
-        if self.rotate not in ROTATIONS:
-            raise ValueError(f"rotate must be one of {ROTATIONS}, got {self.rotate!r}")
-        if self.varimax_start not in ("previous", "identity"):
-            raise ValueError(f"varimax_start must be 'previous' or 'identity', "
-                             f"got {self.varimax_start!r}")
-        if self.svd_solver not in ("auto", "full", "randomized"):
-            raise ValueError(f"svd_solver must be 'auto', 'full' or 'randomized', "
-                             f"got {self.svd_solver!r}")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
-                or self.max_iter < 1):
-            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
-        if not _is_real(self.tol) or not self.tol >= 0:
-            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
         r = self.reduced_rank
-        if r is not None and not (isinstance(r, str) and r == "auto"):
-            if isinstance(r, bool) or not isinstance(r, numbers.Integral):
-                raise TypeError(f"reduced_rank must be an int, 'auto' or None, got {r!r}")
+        if r is not None and r != "auto":
             if not k <= r <= min(n, p):
                 raise ValueError(f"reduced_rank={r} must lie between n_components={k} and "
                                  f"min(n_samples, n_features)={min(n, p)}")
-        gamma = self.gamma
-        if gamma is None:
-            gamma = default_gamma(p, k)
-        elif not _is_real(gamma) or not math.isfinite(gamma) or gamma <= 0:
-            raise ValueError(f"gamma must be a positive finite number (an L1 budget), "
-                             f"got {gamma!r}")
-        gamma = float(gamma)
+        gamma = default_gamma(p, k) if self.gamma is None else float(self.gamma)
         if gamma < k:
             warnings.warn(f"gamma={gamma:.4g} < n_components={k}: unit-norm loadings cannot meet "
                           f"the budget, so they are shrunk below unit norm", UserWarning,
@@ -745,18 +726,7 @@ class SCA(Factorizer):
                           stacklevel=3)
         return k, gamma, choose_reduced_rank(r, n, p, k, in_memory=in_memory)
 
-    def fit(self, X, y=None):
-        """Fit the model on ``X``.
-
-        Args:
-          X: ``(n_samples, n_features)`` float array (numpy, JAX, torch), or a
-            row source (:class:`~jaxfactor.sources.RowSource`, e.g.
-            ``NpySource(path)``) read in blocks of ``block_rows`` rows.
-          y: ignored.
-
-        Returns:
-          ``self``.
-        """
+    def _fit(self, X):
         arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, gamma, rank = self._check_params(n, p, in_memory=source is None)
         key = V.check_random_state_key(self.random_state)

@@ -16,7 +16,6 @@ Estimator
 """
 from __future__ import annotations
 
-import numbers
 from functools import partial
 from typing import NamedTuple
 
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import svd_flip
@@ -112,6 +112,8 @@ class SeFa(Factorizer):
       n_components_, n_features_in_ (``d``): ints.
     """
 
+    _parameter_constraints = P.shared("n_components")
+
     def __init__(self, n_components=None):
         self.n_components = n_components
 
@@ -126,6 +128,9 @@ class SeFa(Factorizer):
         Returns:
           ``self``.
         """
+        return super().fit(weights)
+
+    def _fit(self, weights):
         if getattr(weights, "ndim", None) == 3:
             weights = list(weights)
         if _is_weight_list(weights):
@@ -146,8 +151,6 @@ class SeFa(Factorizer):
         k = self.n_components
         if k is None:
             k = d
-        elif isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise TypeError(f"n_components must be an int or None, got {k!r}")
         elif not 1 <= k <= d:
             raise ValueError(f"n_components={k} must be between 1 and the latent dimension "
                              f"d={d}")
