@@ -5,14 +5,15 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# torch 2.14.1 with torchvision 0.29.1 is the pair whose torchvision imports
-# (pytorch-fid needs it); installing the pin first keeps pip from choosing a
-# torch build on its own when the project's extras ask for torch.
-TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# The torch pin (torch==... torchvision==...) lives in jaxfactor/_extras.py, the
+# one place the CLI's install hint reads too; installing it first keeps pip from
+# choosing a torch build on its own when the project's extras ask for torch.
+TORCH_PIN := $(shell $(PYTHON) jaxfactor/_extras.py)
 
 .PHONY: demo test test-all bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml jaxfactor/_extras.py
+	@test -n "$(TORCH_PIN)" || { echo "cannot read the torch pin: $(PYTHON) jaxfactor/_extras.py failed" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[torch,demo,dev]'

@@ -28,7 +28,7 @@ from torch import nn
 from jaxfactor.sources import RowSource
 
 from .dlpack import torch_to_jax
-from .generators import LatentAdapter, as_adapter, sample_z
+from .generators import LatentAdapter, as_adapter, describe_sampler, sample_z
 
 __all__ = ["ActivationStream", "resolve_layer", "capture"]
 
@@ -298,8 +298,7 @@ class ActivationStream(RowSource):
                 else list(np.atleast_1d(self.pool_size).tolist()),
                 "feature_shape": list(self.feature_shape), "n_samples": self.n_samples,
                 "seed": self.seed,
-                "sampler": "bridges.generators.sample_z: row i = torch.randn(z_dim) with "
-                           "torch.Generator().manual_seed(seed * 2**32 + i)"}
+                "sampler": describe_sampler(self.seed, self.adapter.z_dim)}
 
     def __repr__(self):
         return (f"ActivationStream(layer={self.layer!r}, n_samples={self.n_samples}, "

@@ -30,6 +30,8 @@ from unittest import mock
 
 import numpy as np
 
+from jaxfactor._extras import require
+
 __all__ = [
     "FeatureExtractor",
     "as_feature_extractor",
@@ -133,7 +135,7 @@ def fid_inception_network(state_dict=None):
     Returns:
       A ``torchvision.models.Inception3`` module.
     """
-    from pytorch_fid import inception as pfi
+    pfi = require("pytorch_fid.inception", feature="the FID Inception network")
 
     net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
     net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
@@ -172,7 +174,8 @@ def load_fid_inception(weights: str | os.PathLike | None = None, *, device="cpu"
         to put it).
     """
     import torch
-    from pytorch_fid import inception as pfi
+
+    pfi = require("pytorch_fid.inception", feature="the FID Inception network")
 
     given = weights is not None
     path = Path(weights) if given else default_inception_weights_path()

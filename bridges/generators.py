@@ -53,6 +53,7 @@ from torch import nn
 
 __all__ = [
     "sample_z",
+    "describe_sampler",
     "LatentAdapter",
     "PlainAdapter",
     "FastGANAdapter",
@@ -61,13 +62,38 @@ __all__ = [
 ]
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's Weyl increment (odd)
+_STREAM_SALT = 0x5851F42D4C957F2D
+_MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))
+SAMPLER_VERSION = 1
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit mixer."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    for shift, mult in _MIX:
+        x = x ^ (x >> np.uint64(shift))
+        if mult is not None:
+            x = x * np.uint64(mult)
+    return x
+
+
+def describe_sampler(seed: int, dim: int) -> dict:
+    """A JSON-able, complete statement of how :func:`sample_z` draws row ``i``:
+    enough to regenerate the latents without this package (all arithmetic on
+    unsigned 64-bit integers, modulo ``2**64``)."""
+    return {
+        "name": "bridges.generators.sample_z", "version": SAMPLER_VERSION,
+        "algorithm": "SplitMix64 counter hash + Box-Muller", "seed": int(seed), "dim": int(dim),
+        "mix64": "for (shift, mult) in mix_steps: x ^= x >> shift; if mult: x *= mult",
+        "mix_steps": [[shift, mult] for shift, mult in _MIX],
+        "stream_key": "s = mix64(seed ^ stream_salt)", "stream_salt": _STREAM_SALT,
+        "words_per_row": "w = 2 * ceil(dim / 2)",
+        "word": "u64[i, c] = mix64(s + (i * w + c + 1) * gamma) for c in 0..w-1",
+        "gamma": int(_GAMMA),
+        "uniform": "u[i, c] = ((u64[i, c] >> 11) + 1) * 2**-53 in float64",
+        "normal": "z[i, 2m] = sqrt(-2 ln u[i, 2m]) cos(2 pi u[i, 2m + 1]); "
+                  "z[i, 2m + 1] = sqrt(-2 ln u[i, 2m]) sin(2 pi u[i, 2m + 1]); "
+                  "keep the first dim columns, rounded to float32",
+    }
 
 
 def sample_z(seed: int, start: int, stop: int, dim: int) -> np.ndarray:
@@ -94,7 +120,7 @@ def sample_z(seed: int, start: int, stop: int, dim: int) -> np.ndarray:
         raise ValueError(f"row range {start}:{stop} is invalid")
     half = (int(dim) + 1) // 2
     with np.errstate(over="ignore"):
-        stream = _mix64(np.array([int(seed) ^ 0x5851F42D4C957F2D], np.uint64))
+        stream = _mix64(np.array([int(seed) ^ _STREAM_SALT], np.uint64))
         rows = np.arange(start, stop, dtype=np.uint64)[:, None]
         cols = np.arange(2 * half, dtype=np.uint64)[None, :]
         counters = rows * np.uint64(2 * half) + cols + np.uint64(1)

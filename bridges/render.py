@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from jaxfactor._extras import require
 from jaxfactor._io import atomic_write
 
 from .activations import _eval_mode
@@ -191,7 +192,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, *, pad: int = 2,
               pad_value: int = 255) -> str:
     """Save ``(rows, cols, H, W, C)`` uint8 images (rows = directions, columns =
     alphas) as one PNG, written atomically. Returns the path."""
-    from PIL import Image
+    Image = require("PIL.Image", feature="bridges.render.save_grid")
 
     grid = make_grid(images, pad=pad, pad_value=pad_value)
     if grid.shape[2] not in (1, 3, 4):

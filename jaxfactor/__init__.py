@@ -1,4 +1,5 @@
 """jaxfactor: factorization kernels in JAX for semantic edit directions in GAN latents."""
+from ._extras import MissingExtraError
 from ._validation import ConvergenceWarning, NotFittedError
 from .directions import Directions, DirectionsFileError, load_directions, save_directions
 from .ica import FastICA
@@ -44,4 +45,5 @@ __all__ = [
     "walk_scores",
     "ConvergenceWarning",
     "NotFittedError",
+    "MissingExtraError",
 ]

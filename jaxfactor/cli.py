@@ -1,17 +1,8 @@
-"""The ``jaxfactor`` command (also ``python -m jaxfactor``).
+"""The jaxfactor command (also python -m jaxfactor): demo, discover, edit, evaluate.
 
-Examples::
-
-    jaxfactor demo --out demo_out
-    jaxfactor discover --generator bridges.builtin:load_builtin_generator \\
-        --layer synthesis.init --method pca --components 20 --samples 5000 --out dirs.npz
-    jaxfactor edit --generator bridges.builtin:load_builtin_generator \\
-        --directions dirs.npz --alphas -3 0 3 --out grid.png
-    jaxfactor evaluate --generator mypkg.models:load_fastgan --directions dirs.npz \\
-        --inception-weights pt_inception-2015-12-05-6726825d.pth --out scores.json
-
-Exit codes: 0 success, 2 bad arguments or inputs (message on stderr), 1 an
-unexpected error.
+Its --help text is _DESCRIPTION and _EPILOG below, plain text (no reStructuredText).
+Exit codes: 0 success; 2 bad arguments or inputs, or a missing optional extra
+(one line on stderr); 1 an unexpected error.
 """
 from __future__ import annotations
 
@@ -22,13 +13,44 @@ import sys
 
 import numpy as np
 
+from ._extras import TORCH_PIN, MissingExtraError, require_all
+from .demo import REQUIRED_MODULES as _DEMO_NEEDS
+
+_DESCRIPTION = ("jaxfactor: find semantic edit directions in a generator's latent space "
+                "(also run as: python -m jaxfactor).")
+
+_EPILOG = f"""\
+examples:
+  jaxfactor demo --out demo_out
+  jaxfactor discover --generator bridges.builtin:load_builtin_generator \\
+      --layer synthesis.init --method pca --components 20 --samples 5000 --out dirs.npz
+  jaxfactor edit --generator bridges.builtin:load_builtin_generator \\
+      --directions dirs.npz --alphas -3 0 3 --out grid.png
+  jaxfactor evaluate --generator mypkg.models:load_fastgan --directions dirs.npz \\
+      --inception-weights pt_inception-2015-12-05-6726825d.pth --out scores.json
+
+optional extras: every command needs the torch extra, demo also the demo
+extra. Install the torch pin first:
+  pip install {' '.join(TORCH_PIN)}
+  pip install 'jaxfactor[torch,demo]'
+
+exit codes: 0 success; 2 bad arguments or inputs, or a missing extra (one
+line on stderr); 1 an unexpected error.
+"""
+
+# Modules each command imports beyond the engine (checked before it runs, so
+# one message names everything that is missing).
+_NEEDS = {"demo": _DEMO_NEEDS, "discover": ("torch",), "edit": ("torch", "PIL"),
+          "evaluate": ("torch", "torchvision", "pytorch_fid")}
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxfactor", description=__doc__,
+    p = argparse.ArgumentParser(prog="jaxfactor", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the whole pipeline on the built-in generator and write a report")
+    d = sub.add_parser("demo", help="run the whole pipeline on the built-in generator and write a report "
+                                       "(needs the torch and demo extras)")
     d.add_argument("--out", default="demo_out", help="report directory (default: demo_out)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
     d.add_argument("--samples", type=int, help="samples to factorize (default 5000)")
@@ -37,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    g = sub.add_parser("discover", help="find latent directions of your generator; writes a directions file")
+    g = sub.add_parser("discover", help="find latent directions of your generator; writes a directions file "
+                                           "(needs the torch extra)")
     g.add_argument("--generator", required=True, metavar="MODULE:FACTORY",
                    help="'package.module:factory' or 'file.py:factory' returning an nn.Module, a latent "
                         "adapter, or (module, adapter)")
@@ -54,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="for --method sefa: names of (C_l x d) weight parameters of the module")
     g.add_argument("--out", required=True, help="directions file to write (.npz)")
 
-    e = sub.add_parser("edit", help="render a grid of edits (rows: directions, columns: strengths)")
+    e = sub.add_parser("edit", help="render a grid of edits (rows: directions, columns: strengths; "
+                                       "needs the torch extra)")
     e.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
     e.add_argument("--directions", required=True, help="a directions file from 'discover'")
     e.add_argument("--indices", type=int, nargs="+", help="directions to show (default: the first 8)")
@@ -64,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="PNG to write")
 
-    v = sub.add_parser("evaluate", help="edit FID of a directions file (a = 3 and 6)")
+    v = sub.add_parser("evaluate", help="edit FID of a directions file (a = 3 and 6; needs the torch extra)")
     v.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
     v.add_argument("--directions", required=True)
     v.add_argument("--images", type=int, default=1000)
@@ -85,6 +109,8 @@ def _named_weights(adapter, names):
 
 
 def _cmd_discover(args) -> int:
+    from bridges.generators import describe_sampler
+
     from .directions import save_directions
     from .pipeline import discover, load_generator
 
@@ -99,7 +125,7 @@ def _cmd_discover(args) -> int:
                                               "pool_size": args.pool_size},
                     generator=args.generator, arrays=arrays,
                     provenance={"n_samples": args.samples, "seed": args.seed,
-                                "sampler": "bridges.generators.sample_z (per-index)"})
+                                "sampler": describe_sampler(args.seed, adapter.z_dim)})
     print(f"wrote {args.out}: {len(found.directions)} directions in {found.space} "
           f"({found.seconds:.1f} s)")
     return 0
@@ -161,8 +187,9 @@ def _cmd_evaluate(args) -> int:
         stats = res.original_statistics
         out[f"fid_a{a:g}"] = float(res.fid)
         print(f"edit FID a={a:g}: {res.fid:.3f}")
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    from ._io import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -186,9 +213,11 @@ def main(argv=None) -> int:
     from .pipeline import PipelineError
 
     try:
+        require_all(_NEEDS[args.command], feature="this command")
         return handlers[args.command](args)
-    except (PipelineError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        print(f"jaxfactor {args.command}: error: {err}", file=sys.stderr)
+    except (MissingExtraError, PipelineError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        message = " ".join(str(err).split())  # one line, whatever the exception carried
+        print(f"jaxfactor {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

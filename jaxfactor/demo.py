@@ -31,6 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ._extras import require_all
+from ._io import atomic_write_text
+
+# What the demo imports beyond the engine: the built-in generator (torch),
+# PNG grids and plots (pillow; the 'torch' extra), the digit classifier (flax, optax).
+REQUIRED_MODULES = ("torch", "PIL", "flax", "optax")
+
 
 @dataclass
 class DemoConfig:
@@ -72,7 +79,6 @@ class _Builtin:
         from bridges.builtin import analytic_attributes, load_builtin_classifier, load_builtin_generator
         from bridges.generators import as_adapter, sample_z
 
-        torch.set_grad_enabled(False)
         self.torch = torch
         self.G = load_builtin_generator()
         self.adapter = as_adapter(self.G)
@@ -127,7 +133,19 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> di
 
     Returns:
       The results dictionary also written to ``results.json``.
+
+    Raises:
+      MissingExtraError: the ``torch`` or ``demo`` extra is not installed.
     """
+    require_all(REQUIRED_MODULES, feature="the demo")
+    import torch
+
+    # no gradients anywhere in the demo, without changing the caller's grad mode
+    with torch.no_grad():
+        return _run_demo(out_dir, config)
+
+
+def _run_demo(out_dir, config):
     from bridges.render import save_grid
 
     from .directions import save_directions
@@ -142,6 +160,8 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> di
     t_start = time.perf_counter()
     _log("loading the built-in generator and classifier")
     b = _Builtin()
+    from bridges.generators import describe_sampler  # after _Builtin checked the extras
+
     w_ref = b.w_of(cfg.seed + 1, 4000)
     w_cov = np.cov(w_ref, rowvar=False)
     rms_std = float(np.sqrt(np.trace(w_cov) / w_cov.shape[0]))
@@ -179,7 +199,8 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> di
                         layer=None if layer == "weights" else layer,
                         params={"n_components": k},
                         generator="bridges.builtin (8x8 digits GAN)",
-                        provenance={"n_samples": cfg.n_samples, "seed": cfg.seed})
+                        provenance={"n_samples": cfg.n_samples, "seed": cfg.seed,
+                                    "sampler": describe_sampler(cfg.seed, b.adapter.z_dim)})
         row = {"method": method.upper(), "components": k, "layer": layer, "label": label,
                "discover_seconds": round(found.seconds, 3)}
         if found.r2 is not None:
@@ -259,9 +280,7 @@ def _tables(results: dict, cfg: DemoConfig) -> str:
 def _write_report(out: Path, results: dict, cfg: DemoConfig) -> None:
     md = _tables(results, cfg)
     for name, text in (("results.json", json.dumps(results, indent=2)), ("tables.md", md)):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
     cards = []
     alpha_list = ", ".join("%g" % a for a in cfg.grid_alphas)
     for r in results["rows"]:
@@ -280,6 +299,4 @@ def _write_report(out: Path, results: dict, cfg: DemoConfig) -> None:
             "padding:8px 0}figure{display:inline-block;vertical-align:top;margin:4px}</style></head><body>"
             "<h1>jaxfactor demo: directions in the built-in digits generator</h1>"
             + table_html + "".join(cards) + "</body></html>")
-    tmp = out / "index.html.tmp"
-    tmp.write_text(page)
-    os.replace(tmp, out / "index.html")
+    atomic_write_text(out / "index.html", page)

@@ -156,3 +156,49 @@ def test_streaming_pca_over_stream_equals_in_memory_pca(fastgan):
     np.testing.assert_allclose(streamed.explained_variance_, ev[:k], rtol=2e-3)
     assert principal_angles_deg(streamed.components_, memory.components_).max() < 1.0
     assert principal_angles_deg(streamed.components_[:3], vt[:3]).max() < 0.5
+
+
+def _latents_from_description(sampler: dict, start: int, stop: int) -> np.ndarray:
+    """Follow a recorded sampler description, in plain Python integers and
+    floats, without calling the package: what a reader of a directions file
+    would write to regenerate its latents."""
+    import math
+
+    assert sampler["algorithm"] == "SplitMix64 counter hash + Box-Muller"
+    assert sampler["version"] == 1
+    mask = (1 << 64) - 1
+
+    def mix64(x):
+        for shift, mult in sampler["mix_steps"]:
+            x ^= x >> shift
+            if mult:
+                x = (x * mult) & mask
+        return x
+
+    dim = sampler["dim"]
+    words = 2 * math.ceil(dim / 2)
+    s = mix64(sampler["seed"] ^ sampler["stream_salt"])
+    out = np.empty((stop - start, dim), np.float32)
+    for r, i in enumerate(range(start, stop)):
+        u = [((mix64((s + (i * words + c + 1) * sampler["gamma"]) & mask) >> 11) + 1) * 2.0**-53
+             for c in range(words)]
+        z = []
+        for m in range(words // 2):
+            radius = math.sqrt(-2.0 * math.log(u[2 * m]))
+            z += [radius * math.cos(2 * math.pi * u[2 * m + 1]),
+                  radius * math.sin(2 * math.pi * u[2 * m + 1])]
+        out[r] = np.float32(z[:dim])
+    return out
+
+
+@pytest.mark.parametrize("z_dim", [16, 7])
+def test_recorded_sampler_regenerates_the_latents(z_dim):
+    G = TinyFastGAN(nz=16, ch=8).eval() if z_dim == 16 else TinyPlain(z_dim=z_dim).eval()
+    layer = "init" if z_dim == 16 else "fc"            # odd z_dim: the last Box-Muller pair is cut
+    stream = ActivationStream(G, layer, n_samples=40, batch_size=7, seed=12345)
+    recorded = json.loads(json.dumps(stream.describe()))        # as a directions file keeps it
+    got = _latents_from_description(recorded["sampler"], 29, 40)
+    want = stream.latents(29, 40)["z"].reshape(11, -1)
+    # libm's cos/sin/log and numpy's may differ in the last bit of float64;
+    # rounding to float32 then agrees to one float32 ulp at most
+    np.testing.assert_allclose(got, want, rtol=np.finfo(np.float32).eps, atol=0)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jaxfactor._io import atomic_write
+
 __all__ = [
     "MappingNetwork",
     "InitBlock",
@@ -269,9 +271,7 @@ def save_generator(generator: Generator, path: str | os.PathLike, **metadata) ->
             int(value) if isinstance(value, int) else float(value))
     blob = {"format": WEIGHTS_FORMAT, "config": {k: int(v) for k, v in generator.config.items()},
             "state_dict": state, "metadata": meta}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(blob, f), suffix=".pt.tmp")
 
 
 def load_builtin_generator(path: str | os.PathLike | None = None,

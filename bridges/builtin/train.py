@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jaxfactor._io import atomic_write, atomic_write_text
+
 from .model import DEFAULT_CONFIG, Discriminator, Generator, default_weights_path, save_generator
 
 __all__ = ["load_digits_images", "train", "train_classifier", "sample_grid", "main"]
@@ -74,9 +76,10 @@ def sample_grid(images: np.ndarray, nrow: int = 10, scale: int = 4) -> np.ndarra
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
+    from jaxfactor._extras import require
 
-    Image.fromarray(array).save(path)
+    image = require("PIL.Image", feature="bridges.builtin.train").fromarray(array)
+    atomic_write(path, lambda f: image.save(f, format="PNG"), suffix=".png", fsync=False)
 
 
 @torch.no_grad()
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         save_generator(G, out / "digits_gan.pt", seed=args.seed, epochs=args.epochs,
                        torch_version=torch.__version__)
-        (out / "digits_gan.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        atomic_write_text(out / "digits_gan.json", json.dumps(provenance, indent=2) + "\n")
         with torch.no_grad():
             z = torch.randn(100, G.z_dim, generator=torch.Generator().manual_seed(12345))
             _save_png(sample_grid(G(z).numpy()), out / "digits_gan_samples.png")
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         written = classifier.save(out / "digits_classifier.npz")
         provenance = {**stats, "config": json.loads(classifier.config.to_json()),
                       "jax": _jax_version(), **_common_provenance(args, argv)}
-        (out / "digits_classifier.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        atomic_write_text(out / "digits_classifier.json", json.dumps(provenance, indent=2) + "\n")
         print(f"wrote {written} (held-out accuracy {stats['test_accuracy']:.3f}, "
               f"{stats['train_seconds']:.0f}s)")
     return 0

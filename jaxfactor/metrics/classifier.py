@@ -15,7 +15,8 @@ attribute), trained by AdamW on the mean binary cross-entropy. Labels may be
 hard (0/1) or soft (probabilities). Parameters save to and load from ``.npz``
 (``allow_pickle=False``; the architecture travels as a JSON string).
 
-flax and optax are imported by this module only.
+flax and optax (the ``demo`` extra) are imported by this module only; without
+them importing it raises :class:`jaxfactor.MissingExtraError`.
 """
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ import os
 from functools import partial
 from typing import NamedTuple, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+
+from .._extras import require
+from .._io import atomic_write
+
+nn = require("flax.linen", feature="jaxfactor.metrics.classifier")
+optax = require("optax", feature="jaxfactor.metrics.classifier")
 
 __all__ = ["ClassifierConfig", "AttributeClassifier", "TrainingResult",
            "train_attribute_classifier"]
@@ -163,11 +168,7 @@ class AttributeClassifier:
         for keys, leaf in jax.tree_util.tree_flatten_with_path(self.params)[0]:
             flat[".".join(str(k.key) for k in keys)] = np.asarray(leaf)
         flat["__config__"] = np.array(self.config.to_json())
-        tmp = path + ".partial"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **flat)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda fh: np.savez(fh, **flat), suffix=".npz.tmp")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AttributeClassifier":

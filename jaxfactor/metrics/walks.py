@@ -37,6 +37,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from .._extras import require
+from .._io import atomic_write
 from .protocols import latents_and_directions
 
 __all__ = ["WalkPredictions", "WalkScores", "walk_predictions", "walk_scores",
@@ -226,6 +228,7 @@ def _pair_labels(scores: WalkScores, direction_names, attribute_names):
 
 def _plot_matplotlib(scores, path, labels, ncols):
     # The Agg canvas on a bare Figure: no pyplot, no global backend switch.
+    require("matplotlib", feature="plotting walk curves with matplotlib")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -249,15 +252,12 @@ def _plot_matplotlib(scores, path, labels, ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     fig.suptitle(f"S_e = {scores.efficiency:.3g}   S_d = {scores.disentanglement:.3g}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), suffix=".png", fsync=False)
 
 
 def _plot_pillow(scores, path, labels, ncols):
-    try:
-        from PIL import Image, ImageDraw
-    except ImportError as err:
-        raise ImportError("plotting walk curves needs matplotlib or pillow; install one of "
-                          "them (pip install matplotlib)") from err
+    require("PIL", "demo", feature="plotting walk curves (with matplotlib or pillow)")
+    from PIL import Image, ImageDraw
 
     w, h, pad = 320, 220, 30
     npairs = len(labels)
@@ -284,7 +284,7 @@ def _plot_pillow(scores, path, labels, ncols):
                               (mean, (20, 60, 200))):
             draw.line([px(t, y) for t, y in zip(x, curve)], fill=colour, width=2)
         draw.text((ox + 5, oy + 3), label, fill="black")
-    img.save(path, format="PNG")
+    atomic_write(path, lambda f: img.save(f, format="PNG"), suffix=".png", fsync=False)
 
 
 def plot_walk_curves(scores: WalkScores, path: str | os.PathLike, *,
