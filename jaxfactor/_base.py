@@ -55,11 +55,8 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 is_source(x) and not hasattr(x, "__array__") and not hasattr(x, "__dlpack__"))):
             arr, kind = self._intake(x, reset=True, min_samples=min_samples)
             return arr, None, arr.shape[0], arr.shape[1], arr.dtype, kind
-        source: RowSource = as_source(x)
+        source: RowSource = V.check_source(as_source(x), min_samples=min_samples)
         n, p = source.n_samples, source.n_features
-        if n < min_samples:
-            raise ValueError(f"Found array with {n} sample(s); {type(self).__name__} needs at "
-                             f"least {min_samples}")
         self.n_features_in_ = int(p)
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
@@ -80,6 +77,7 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         P.validate_params(self)
         self._fit(X)
+        V.check_fitted_finite(self)
         return self
 
     def fit_transform(self, X, y=None):

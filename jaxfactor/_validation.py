@@ -8,11 +8,14 @@ when the device allows). Results go back in the kind they came in.
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .sources import ArraySource, RowSource
 
 try:  # scikit-learn's classes, so that users catching them catch ours
     from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
@@ -31,6 +34,9 @@ __all__ = [
     "to_jax",
     "check_matrix",
     "check_finite",
+    "check_source",
+    "check_fitted_finite",
+    "CheckedRows",
     "check_n_components",
     "check_is_fitted",
     "restore_kind",
@@ -108,7 +114,10 @@ def to_jax(x, name: str = "X") -> jax.Array:
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         raise TypeError(f"{name} is a sparse matrix/array, but dense data are required; "
                         f"sparse input is not supported (convert with {name}.toarray())")
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged nested lists, unconvertible objects
+        raise ValueError(f"{name} cannot be converted to a numeric array: {err}") from err
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)
@@ -172,8 +181,146 @@ def check_matrix(x, name: str = "X", *, min_samples: int = 1, min_features: int 
         raise ValueError(f"Found array with {p} feature(s) (shape={arr.shape}) while a minimum of "
                          f"{min_features} is required: {name} is too small")
     arr = arr.astype(working_dtype(arr.dtype))
-    check_finite(arr, name)
+    try:
+        check_finite(arr, name)
+    except ValueError:
+        _raise_if_overflowed(x, arr.dtype, name)
+        raise
     return arr
+
+
+def _raise_if_overflowed(x, dtype, name: str) -> None:
+    """On the failure path of :func:`check_finite`: raise a ``ValueError`` that
+    says so when ``x`` was finite and only its conversion to ``dtype`` made inf."""
+    try:
+        orig = x.detach().cpu().numpy() if array_kind(x) == "torch" else np.asarray(x)
+        orig = orig.astype(np.float64) if orig.dtype == object else orig
+        if orig.dtype.kind not in "fiu" or not np.all(np.isfinite(orig)):
+            return
+        largest = float(np.max(np.abs(orig)))
+    except (TypeError, ValueError):  # a dtype numpy cannot test; the plain message stands
+        return
+    raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name} (largest "
+                     f"magnitude {largest:.3g}, limit {float(np.finfo(dtype).max):.3g}), which become "
+                     f"inf on conversion; rescale {name} or enable float64 (jax_enable_x64)")
+
+
+_count_nonfinite = jax.jit(lambda x: jnp.sum(~jnp.isfinite(x)))
+
+
+def _source_name(source, name: str) -> str:
+    """``name`` with the files behind ``source``, when it has any."""
+    paths = getattr(source, "paths", None)
+    if not paths:
+        return name
+    shown = ", ".join(repr(os.fspath(p)) for p in list(paths)[:3])
+    return f"{name} ({shown}{', ...' if len(paths) > 3 else ''})"
+
+
+class CheckedRows(RowSource):
+    """A row source whose rows are checked for NaN/inf as they are read.
+
+    Host (numpy) blocks are checked at once, naming the rows; device blocks
+    (JAX, torch) add to a running count that is read when a pass reaches the
+    last row, so that no block waits for the device. Once every row has been
+    seen finite, later passes are not checked again (sources are replayable).
+    """
+
+    def __init__(self, source, name: str = "X"):
+        self._source, self._name = source, name
+        self.n_samples, self.n_features = int(source.n_samples), int(source.n_features)
+        self.dtype = getattr(source, "dtype", np.dtype(np.float32))
+        self._checked_to = 0  # rows [0, _checked_to) are known finite
+        self._pending = None  # device-side count of non-finite entries not yet read
+
+    def read(self, start, stop):
+        block = self._source.read(start, stop)
+        if stop > self._checked_to:
+            self._check(block, start, stop)
+        return block
+
+    def _check(self, block, start, stop):
+        if array_kind(block) == "numpy":
+            b = np.asarray(block)
+            if b.dtype.kind in "fc" and not np.all(np.isfinite(b)):
+                raise ValueError(f"{self._name} contains {int(np.sum(np.isnan(b)))} NaN and "
+                                 f"{int(np.sum(np.isinf(b)))} inf values in rows {start}:{stop}; "
+                                 f"remove or impute them before fitting")
+        else:
+            bad = _count_nonfinite(to_jax(block, self._name))
+            self._pending = bad if self._pending is None else self._pending + bad
+        if start <= self._checked_to:
+            self._checked_to = max(self._checked_to, stop)
+        if stop >= self.n_samples and self._pending is not None:
+            n_bad, self._pending = int(self._pending), None
+            if n_bad:
+                raise ValueError(f"{self._name} contains {n_bad} NaN or inf values; remove or "
+                                 f"impute them before fitting")
+
+    def __getattr__(self, attr):  # read_with_latents, paths, ... of the wrapped source
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self._source, attr)
+
+
+_CHECK_AT_ONCE_MAX_ENTRIES = 1 << 26  # an ArraySource up to 256 MB of float32 is checked at intake
+
+
+def check_source(source, name: str = "X", *, min_samples: int = 1,
+                 min_features: int = 1) -> RowSource:
+    """Validate a row source's sizes and dtype, and return it wrapped in
+    :class:`CheckedRows`. Nothing is read here: an
+    :class:`~jaxfactor.sources.ArraySource` may hold more rows than the
+    device does (a host array or a memory map streamed by blocks).
+
+    Raises:
+      TypeError: non-numeric dtype.
+      ValueError: complex dtype; too few rows/columns. NaN or inf raise
+        ``ValueError`` when the rows holding them are read.
+    """
+    name = _source_name(source, name)
+    n, p = int(source.n_samples), int(source.n_features)
+    if n < min_samples:
+        raise ValueError(f"Found array with {n} sample(s) (shape={(n, p)}) while a minimum of "
+                         f"{min_samples} is required: {name} is too small")
+    if p < min_features:
+        raise ValueError(f"Found array with {p} feature(s) (shape={(n, p)}) while a minimum of "
+                         f"{min_features} is required: {name} is too small")
+    dtype = getattr(source, "dtype", None)
+    if dtype is not None:
+        _needs_float(dtype, name)
+    if isinstance(source, ArraySource) and n * p <= _CHECK_AT_ONCE_MAX_ENTRIES:
+        # small enough to check in one pass; unwrapped, the kernels keep their
+        # in-memory paths (e.g. PCA's one-program covariance)
+        arr = source.array
+        finite = bool(_all_finite(arr)) if isinstance(arr, jax.Array) else bool(
+            np.all(np.isfinite(np.asarray(arr))))
+        if not finite:
+            check_finite(jnp.asarray(arr), name)
+        return source
+    return CheckedRows(source, name)
+
+
+def check_fitted_finite(estimator) -> None:
+    """Raise ``ValueError`` when a fitted attribute holds NaN or inf, and
+    leave ``estimator`` unfitted (the float arithmetic overflowed: finite
+    input whose squares exceed the working dtype's range)."""
+    fitted = [a for a in vars(estimator) if a.endswith("_") and not a.startswith("_")]
+    bad = []
+    for attr in fitted:
+        value = getattr(estimator, attr)
+        if isinstance(value, (float, np.floating, np.ndarray, jax.Array)):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                bad.append(attr)
+    if not bad:
+        return
+    for attr in fitted:
+        delattr(estimator, attr)
+    raise ValueError(f"{type(estimator).__name__} produced non-finite {', '.join(bad)}: the "
+                     f"arithmetic overflowed its floating-point range, so the data's magnitude "
+                     f"is too large; rescale X (e.g. standardise it) or enable float64 "
+                     f"(jax_enable_x64)")
 
 
 def check_n_components(n_components, n_samples: int, n_features: int, *,

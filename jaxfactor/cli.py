@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -44,8 +45,49 @@ _NEEDS = {"demo": _DEMO_NEEDS, "discover": ("torch",), "edit": ("torch", "PIL"),
           "evaluate": ("torch", "torchvision", "pytorch_fid")}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like every other error (the
+    usage is in --help); exit code 2 as before. Subparsers inherit the class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _check_out(args) -> None:
+    """Refuse an --out that cannot be written before any work starts."""
+    if args.command == "demo":  # a report directory, created by the demo
+        return
+    parent = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--out {args.out!r}: directory {parent!r} does not exist")
+    if os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out!r} is a directory; give a file name")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {args.out!r}: directory {parent!r} is not writable")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxfactor", description=_DESCRIPTION, epilog=_EPILOG,
+    p = _Parser(prog="jaxfactor", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -53,9 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                                        "(needs the torch and demo extras)")
     d.add_argument("--out", default="demo_out", help="report directory (default: demo_out)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
-    d.add_argument("--samples", type=int, help="samples to factorize (default 5000)")
-    d.add_argument("--components", type=int, help="components per method (default 16)")
-    d.add_argument("--fid-images", type=int, help="images for edit FID (default 1000)")
+    d.add_argument("--samples", type=_positive_int, help="samples to factorize (default 5000)")
+    d.add_argument("--components", type=_positive_int, help="components per method (default 16)")
+    d.add_argument("--fid-images", type=_positive_int, help="images for edit FID (default 1000)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -66,12 +108,12 @@ def _parser() -> argparse.ArgumentParser:
                         "adapter, or (module, adapter)")
     g.add_argument("--layer", required=True, help="dotted module name to factorize, or 'z' / 'w'")
     g.add_argument("--method", required=True, choices=["pca", "ica", "sca", "sefa"])
-    g.add_argument("--components", type=int, required=True)
-    g.add_argument("--samples", type=int, default=10000)
-    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--components", type=_positive_int, required=True)
+    g.add_argument("--samples", type=_positive_int, default=10000)
+    g.add_argument("--batch-size", type=_positive_int, default=256)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--pool", choices=["max", "avg"], help="spatial pooling of the activations")
-    g.add_argument("--pool-size", type=int, help="pooled spatial size (with --pool)")
+    g.add_argument("--pool-size", type=_positive_int, help="pooled spatial size (with --pool)")
     g.add_argument("--space", choices=["z", "w"], help="latent to lift to (default: w when there is one)")
     g.add_argument("--sefa-weights", nargs="+", metavar="PARAM",
                    help="for --method sefa: names of (C_l x d) weight parameters of the module")
@@ -82,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
     e.add_argument("--directions", required=True, help="a directions file from 'discover'")
     e.add_argument("--indices", type=int, nargs="+", help="directions to show (default: the first 8)")
-    e.add_argument("--alphas", type=float, nargs="+", default=[-3.0, 0.0, 3.0])
+    e.add_argument("--alphas", type=_finite_float, nargs="+", default=[-3.0, 0.0, 3.0])
     e.add_argument("--units", choices=["std", "latent"], default="std",
                    help="alpha in standard deviations of the component (default) or latent distance")
     e.add_argument("--seed", type=int, default=0)
@@ -91,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="edit FID of a directions file (a = 3 and 6; needs the torch extra)")
     v.add_argument("--generator", required=True, metavar="MODULE:FACTORY")
     v.add_argument("--directions", required=True)
-    v.add_argument("--images", type=int, default=1000)
-    v.add_argument("--alpha-ranges", type=float, nargs="+", default=[3.0, 6.0])
+    v.add_argument("--images", type=_positive_int, default=1000)
+    v.add_argument("--alpha-ranges", type=_finite_float, nargs="+", default=[3.0, 6.0])
     v.add_argument("--inception-weights", help="pytorch-fid Inception weights file (default: torch hub cache)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", required=True, help="JSON to write")
@@ -118,6 +160,7 @@ def _cmd_discover(args) -> int:
     weights = _named_weights(adapter, args.sefa_weights) if args.sefa_weights else None
     found = discover(adapter, args.layer, args.method, args.components, n_samples=args.samples,
                      seed=args.seed, batch_size=args.batch_size, pool=args.pool,
+                     show_progress=sys.stderr.isatty(),
                      pool_size=args.pool_size, space=args.space, sefa_weights=weights)
     arrays = {"r2": found.r2} if found.r2 is not None else None
     save_directions(args.out, found.directions, found.scales, method=args.method, space=found.space,
@@ -138,8 +181,8 @@ def _cmd_edit(args) -> int:
     from .directions import load_directions
     from .pipeline import load_generator
 
+    dirs = load_directions(args.directions)  # the cheap check first: before the generator is built
     adapter = load_generator(args.generator)
-    dirs = load_directions(args.directions)
     space = dirs.metadata.get("space") or "z"
     idx = args.indices if args.indices else list(range(min(8, len(dirs.directions))))
     bad = [i for i in idx if not 0 <= i < len(dirs.directions)]
@@ -163,8 +206,8 @@ def _cmd_evaluate(args) -> int:
     from .metrics.protocols import edit_fid
     from .pipeline import load_generator
 
+    dirs = load_directions(args.directions)  # the cheap check first: before the generator is built
     adapter = load_generator(args.generator)
-    dirs = load_directions(args.directions)
     space = dirs.metadata.get("space") or "z"
     extractor = InceptionFeatures(args.inception_weights)
     z = sample_z(args.seed, 0, args.images, adapter.z_dim)
@@ -214,6 +257,7 @@ def main(argv=None) -> int:
 
     try:
         require_all(_NEEDS[args.command], feature="this command")
+        _check_out(args)
         return handlers[args.command](args)
     except (MissingExtraError, PipelineError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
         message = " ".join(str(err).split())  # one line, whatever the exception carried

@@ -724,7 +724,8 @@ class FastICA(Factorizer):
             raise ValueError(f"n_components={k} is larger than n_features={p}: whitening keeps at "
                              f"most min(n_samples - 1, n_features) = {min(n - 1, p)} components")
         if k > n - 1:
-            raise ValueError(f"X has {n} samples, fewer than n_components + 1 = {k + 1}: after "
+            raise ValueError(f"X has {n} samples, fewer than n_components + 1 = {k + 1} "
+                             f"(n_components={k}): after "
                              f"centring the whitened rank is at most n_samples - 1 = {n - 1}; "
                              f"use n_components <= {n - 1} or more samples")
         return int(k), float(alpha)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers
 import os
 import sys
 import time
@@ -137,6 +138,27 @@ def feature_directions(estimator) -> np.ndarray:
     return (comps / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
+def _check_before_sampling(estimator, n_samples: int, n_features: int) -> None:
+    """The checks ``fit`` would make that need no data: the hyper-parameters
+    and an int ``n_components`` against the ``(n_samples, n_features)`` shape,
+    so that a bad value fails before the generator runs.
+
+    Raises:
+      InvalidParameterError (a ``ValueError``): a bad hyper-parameter.
+      ValueError: ``n_components`` larger than the data allow.
+    """
+    from . import FastICA
+    from . import _params as P
+
+    P.validate_params(estimator)
+    k = estimator.n_components
+    # FastICA whitens after centring, which removes one dimension
+    limit = min(n_samples - isinstance(estimator, FastICA), n_features)
+    if isinstance(k, numbers.Integral) and k > limit:
+        raise ValueError(f"n_components={k} is more than {type(estimator).__name__} can find in "
+                         f"{n_samples} samples of {n_features} features (at most {limit})")
+
+
 class Discovery(NamedTuple):
     """What :func:`discover` found.
 
@@ -186,6 +208,7 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     stream = ActivationStream(latent=adapter, layer=layer, n_samples=n_samples, batch_size=batch_size,
                               seed=seed, pool=pool, pool_size=pool_size)
     est = make_estimator(method, n_components, random_state=random_state, **(estimator_params or {}))
+    _check_before_sampling(est, n_samples, stream.n_features)
     x = None
     with progress_bar(n_samples, f"{method}: reading {layer}", show_progress) as update:
         if method == "pca" and stream.n_features > 1024:

@@ -109,7 +109,7 @@ class NpySource(RowSource):
                 raise FileNotFoundError(f"no such .npy file: {f!r}")
             try:
                 a = np.load(f, mmap_mode="r", allow_pickle=False)
-            except ValueError as err:
+            except (ValueError, EOFError) as err:  # EOFError: an empty file
                 raise ValueError(f"cannot read {f!r} as a plain numeric .npy array: {err}") from err
             if a.ndim != 2:
                 raise ValueError(f"{f!r} holds a {a.ndim}-D array of shape {a.shape}; a 2-D (rows, features) array is needed")
