@@ -28,7 +28,7 @@ from jaxfactor._io import atomic_write
 from .activations import _eval_mode
 from .generators import LatentAdapter, as_adapter
 
-__all__ = ["to_uint8", "render", "edit", "edit_samples", "make_grid", "save_grid"]
+__all__ = ["to_uint8", "render", "render_codes", "edit", "edit_samples", "make_grid", "save_grid"]
 
 
 def to_uint8(images: torch.Tensor, drange: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -93,6 +93,36 @@ def render(G, z, *, batch_size: int = 32, drange=(-1.0, 1.0)) -> np.ndarray:
     """Unedited images of latents ``z`` ``(n, z_dim)``: ``(n, H, W, C)`` uint8."""
     adapter = as_adapter(G)
     return _run(adapter, _as_z(z, adapter), None, "z", None, batch_size, drange)
+
+
+def render_codes(G, codes, *, space: str = "z", batch_size: int = 256) -> np.ndarray:
+    """Unedited images of latent codes, as floats in the generator's range
+    (what feature extractors and attribute measures take).
+
+    Args:
+      G: generator module or adapter.
+      codes: ``(n, z_dim)`` latents for ``space='z'``; ``(n, w_dim)`` W codes
+        for ``space='w'`` (the same code at every W+ entry).
+      space: ``'z'`` or ``'w'``.
+      batch_size: images per forward pass.
+
+    Returns:
+      ``(n, H, W, C)`` float32 numpy images, clamped to ``[-1, 1]``.
+    """
+    adapter = as_adapter(G)
+    _space_dim(adapter, space)
+    if space not in ("z", "w"):
+        raise ValueError(f"render_codes renders codes in 'z' or 'w', not {space!r}")
+    t = codes if isinstance(codes, torch.Tensor) else torch.from_numpy(np.asarray(codes, np.float32))
+    t = t.to(dtype=torch.float32, device=adapter.device)
+    out = []
+    with torch.inference_mode(), _eval_mode(adapter.module):
+        for lo in range(0, t.shape[0], batch_size):
+            b = t[lo:lo + batch_size]
+            img = (adapter.forward(b) if space == "z"
+                   else adapter.synthesize(b[:, None].repeat(1, adapter.num_ws, 1)))
+            out.append(img.clamp(-1, 1).permute(0, 2, 3, 1).float().cpu().numpy())
+    return np.ascontiguousarray(np.concatenate(out))
 
 
 def edit_samples(G, z, directions, alphas, *, units: str = "std", scales=None, space: str = "z",

@@ -627,7 +627,7 @@ def test_cli_subprocess_bad_input_exits_2_with_one_line(name, cli_runs, cli_file
 @needs_torch
 @pytest.mark.parametrize("name", sorted(IN_PROCESS_CASES))
 def test_cli_bad_input_exits_2_with_one_line(name, cli_files, tmp_path, capsys):
-    from jaxfactor.cli import main
+    from jaxfactor.app.cli import main
 
     template, fragment = IN_PROCESS_CASES[name]
     if template[0] == "evaluate" and not all(

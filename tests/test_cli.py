@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from jaxfactor.cli import main  # noqa: E402
-from jaxfactor.demo import DemoConfig, run_demo  # noqa: E402
+from jaxfactor.app.cli import main  # noqa: E402
+from jaxfactor.app.demo import DemoConfig, run_demo  # noqa: E402
 from jaxfactor.directions import load_directions  # noqa: E402
 
 GEN = "bridges.builtin:load_builtin_generator"

@@ -28,7 +28,7 @@ from jaxfactor._extras import (
     require,
     require_all,
 )
-from jaxfactor.cli import main
+from jaxfactor.app.cli import main
 
 from .helpers import ROOT, run_json_script
 
@@ -154,7 +154,7 @@ for name in ("bridges", "bridges.torch", "bridges.builtin", "jaxfactor.metrics.c
     except jaxfactor.MissingExtraError as err:
         out[name] = str(err)
 
-from jaxfactor.cli import main
+from jaxfactor.app.cli import main
 gen = "bridges.builtin:load_builtin_generator"
 commands = {
     "discover": ["discover", "--generator", gen, "--layer", "w", "--method", "pca",

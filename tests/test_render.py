@@ -7,7 +7,8 @@ from PIL import Image
 
 from bridges.activations import ActivationStream
 from bridges.generators import StyleGANAdapter
-from bridges.render import edit, edit_samples, make_grid, render, save_grid, to_uint8
+from bridges.render import (edit, edit_samples, make_grid, render, render_codes, save_grid,
+                            to_uint8)
 from jaxfactor.lifting import lift
 from jaxfactor.pca import PCA
 
@@ -117,3 +118,21 @@ def test_png_grid_rows_are_directions_columns_are_alphas(plain, rng, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]  # no temp file left
     with pytest.raises(ValueError, match="uint8"):
         make_grid(images.astype(np.float32))
+
+
+def test_render_codes_is_render_before_rounding(plain, rng):
+    # the float renderer (CLI and demo) and the uint8 one agree to one grey level
+    z = rng.standard_normal((5, 6)).astype(np.float32)
+    floats = render_codes(plain, z, batch_size=2)
+    assert floats.dtype == np.float32 and floats.shape == (5, 8, 8, 3)
+    assert floats.min() >= -1 and floats.max() <= 1
+    as_uint8 = np.round((floats + 1) * 127.5).astype(np.int64)
+    assert np.abs(as_uint8 - render(plain, z).astype(np.int64)).max() <= 1
+    # W codes: the same code at every W+ entry, as the z path's mapping gives
+    G = TinyStyleGAN().eval()
+    adapter = StyleGANAdapter.from_stylegan2_ada(G)
+    z = rng.standard_normal((3, G.z_dim)).astype(np.float32)
+    w = adapter.codes(torch.from_numpy(z))["w"]
+    by_w = render_codes(adapter, w.detach().numpy(), space="w")
+    by_z = render_codes(adapter, z, space="z")
+    np.testing.assert_array_equal(by_w, by_z)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._extras import require_all
-from ._io import atomic_write_text
+from .._extras import require_all
+from .._io import atomic_write_text
 
 # What the demo imports beyond the engine: the built-in generator (torch),
 # PNG grids and plots (pillow; the 'torch' extra), the digit classifier (flax, optax).
@@ -78,6 +78,7 @@ class _Builtin:
 
         from bridges.builtin import analytic_attributes, load_builtin_classifier, load_builtin_generator
         from bridges.generators import as_adapter, sample_z
+        from bridges.render import render_codes
 
         self.torch = torch
         self.G = load_builtin_generator()
@@ -85,6 +86,7 @@ class _Builtin:
         self.classifier = load_builtin_classifier()
         self._analytic = analytic_attributes
         self._sample_z = sample_z
+        self._render_codes = render_codes
         self.num_ws = self.adapter.num_ws
 
     def w_of(self, seed: int, n: int) -> np.ndarray:
@@ -93,9 +95,7 @@ class _Builtin:
 
     def render(self, w: np.ndarray) -> np.ndarray:
         """``(b, 64)`` W codes -> ``(b, 8, 8, 1)`` float images in [-1, 1]."""
-        ws = self.torch.from_numpy(np.asarray(w, np.float32))[:, None].repeat(1, self.num_ws, 1)
-        img = self.adapter.synthesize(ws).clamp(-1, 1)
-        return np.ascontiguousarray(img.permute(0, 2, 3, 1).numpy())
+        return self._render_codes(self.adapter, w, space="w")
 
     def features(self, images):
         return self.classifier.features(images)
@@ -148,9 +148,9 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> di
 def _run_demo(out_dir, config):
     from bridges.render import save_grid
 
-    from .directions import save_directions
-    from .metrics.protocols import edit_fid
-    from .metrics.walks import plot_walk_curves, walk_predictions, walk_scores
+    from ..directions import save_directions
+    from ..metrics.protocols import edit_fid
+    from ..metrics.walks import plot_walk_curves, walk_predictions, walk_scores
     from .pipeline import discover, progress_bar
 
     cfg = config or DemoConfig()
@@ -186,7 +186,9 @@ def _run_demo(out_dir, config):
         found = discover(b.adapter, "w" if layer == "weights" else layer, method, k,
                          n_samples=cfg.n_samples, seed=cfg.seed, batch_size=500,
                          sefa_weights=b.sefa_weights() if method == "sefa" else None,
-                         random_state=cfg.seed, show_progress=cfg.show_progress)
+                         random_state=cfg.seed, show_progress=cfg.show_progress,
+                         # the demo's ICA runs to 400 iterations (the library default is 200)
+                         estimator_params={"max_iter": 400} if method == "ica" else None)
         dirs = found.directions.astype(np.float64)
         if layer in ("w", "weights"):
             sigma = np.sqrt(np.einsum("kd,de,ke->k", dirs, w_cov, dirs))

@@ -12,9 +12,7 @@ import math
 import os
 import sys
 
-import numpy as np
-
-from ._extras import TORCH_PIN, MissingExtraError, require_all
+from .._extras import TORCH_PIN, MissingExtraError, require_all
 from .demo import REQUIRED_MODULES as _DEMO_NEEDS
 
 _DESCRIPTION = ("jaxfactor: find semantic edit directions in a generator's latent space "
@@ -153,7 +151,7 @@ def _named_weights(adapter, names):
 def _cmd_discover(args) -> int:
     from bridges.generators import describe_sampler
 
-    from .directions import save_directions
+    from ..directions import save_directions
     from .pipeline import discover, load_generator
 
     adapter = load_generator(args.generator)
@@ -178,7 +176,7 @@ def _cmd_edit(args) -> int:
     from bridges.generators import sample_z
     from bridges.render import edit, save_grid
 
-    from .directions import load_directions
+    from ..directions import load_directions
     from .pipeline import load_generator
 
     dirs = load_directions(args.directions)  # the cheap check first: before the generator is built
@@ -201,9 +199,10 @@ def _cmd_evaluate(args) -> int:
 
     from bridges.features import InceptionFeatures
     from bridges.generators import sample_z
+    from bridges.render import render_codes
 
-    from .directions import load_directions
-    from .metrics.protocols import edit_fid
+    from ..directions import load_directions
+    from ..metrics.protocols import edit_fid
     from .pipeline import load_generator
 
     dirs = load_directions(args.directions)  # the cheap check first: before the generator is built
@@ -213,13 +212,8 @@ def _cmd_evaluate(args) -> int:
     z = sample_z(args.seed, 0, args.images, adapter.z_dim)
     latents = adapter.codes(torch.from_numpy(z))["w"].numpy() if space == "w" else z
 
-    def render(lat):
-        t = torch.from_numpy(np.asarray(lat, np.float32))
-        if space == "w":
-            img = adapter.synthesize(t[:, None].repeat(1, adapter.num_ws, 1))
-        else:
-            img = adapter.forward(t)
-        return ((img.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    def render(lat):  # Inception features take [0, 1]
+        return (render_codes(adapter, lat, space=space) + 1) / 2
 
     scaled = dirs.directions * dirs.scales[:, None]
     out = {"directions": os.fspath(args.directions), "images": args.images, "space": space}
@@ -230,7 +224,7 @@ def _cmd_evaluate(args) -> int:
         stats = res.original_statistics
         out[f"fid_a{a:g}"] = float(res.fid)
         print(f"edit FID a={a:g}: {res.fid:.3f}")
-    from ._io import atomic_write_text
+    from .._io import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     return 0

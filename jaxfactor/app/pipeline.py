@@ -118,12 +118,12 @@ def load_generator(spec: str, **kwargs):
 
 def make_estimator(method: str, n_components: int, *, random_state: int = 0, **params):
     """The estimator for ``method`` in :data:`METHODS` (not SeFa, which needs weights)."""
-    from . import FastICA, PCA, SCA
+    from .. import FastICA, PCA, SCA
 
     if method == "pca":
         return PCA(n_components, random_state=random_state, **params)
     if method == "ica":
-        return FastICA(n_components, random_state=random_state, **{"max_iter": 400, **params})
+        return FastICA(n_components, random_state=random_state, **params)
     if method == "sca":
         return SCA(n_components, random_state=random_state, **params)
     raise PipelineError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -147,8 +147,8 @@ def _check_before_sampling(estimator, n_samples: int, n_features: int) -> None:
       InvalidParameterError (a ``ValueError``): a bad hyper-parameter.
       ValueError: ``n_components`` larger than the data allow.
     """
-    from . import FastICA
-    from . import _params as P
+    from .. import FastICA
+    from .. import _params as P
 
     P.validate_params(estimator)
     k = estimator.n_components
@@ -194,8 +194,8 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     """
     from bridges.activations import ActivationStream
 
-    from . import SeFa
-    from .lifting import lift, lift_directions
+    from .. import SeFa
+    from ..lifting import lift, lift_directions
 
     t0 = time.perf_counter()
     if method == "sefa":
