@@ -1,7 +1,10 @@
-"""The ``solver='auto'`` policy, in one place.
+"""Every ``'auto'`` choice and size threshold, in one place.
 
-Every estimator that chooses between an exact and a randomized factorisation
-asks :func:`choose_svd_solver`. The rule, in order:
+Estimators ask this module what to run and record the answer as a fitted
+:class:`Plan` (``plan_``), in the manner of lineax's ``AutoLinearSolver``: the
+rules below are the only place a threshold lives.
+
+Exact or randomized (:func:`choose_svd_solver`), in order:
 
 1. a requested fraction of variance (``0 < n_components < 1``) needs the
    whole spectrum: ``'full'``;
@@ -15,7 +18,53 @@ asks :func:`choose_svd_solver`. The rule, in order:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 SOLVERS = ("auto", "full", "randomized", "streaming")
+
+
+class Plan(NamedTuple):
+    """What a fit ran, as resolved from its parameters, the data's shape and
+    the platform (recorded on the estimator as ``plan_``).
+
+    Attributes:
+      solver: PCA's solver (``'full'``, ``'randomized'``, ``'streaming'``),
+        FastICA's whitening solver (``'eigh'``, ``'svd'``, ``'randomized'``,
+        or ``None`` without whitening), SCA's initial SVD (``'full'`` or
+        ``'randomized'``; ``'streaming'`` for row sources).
+      range_method: ``'krylov'`` / ``'subspace'`` when a randomized range
+        finder runs, else ``None``; n_iter: its iteration count when fixed by
+        the policy (``None``: :func:`jaxfactor.randomized.range_params`).
+      precision: operand precision of the products with the data.
+      decorrelation: FastICA's symmetric decorrelation (``'eigh'`` or
+        ``'newton-schulz'``), else ``None``.
+      reduced_rank: SCA's reduced rank (``None``: iterate on ``X``).
+      platform: the JAX platform the fit ran on (``'cpu'``, ``'gpu'``, ...).
+    """
+
+    solver: str | None
+    range_method: str | None = None
+    n_iter: int | None = None
+    precision: str = "float32"
+    decorrelation: str | None = None
+    reduced_rank: int | None = None
+    platform: str = "cpu"
+
+
+def platform_of(mesh=None) -> str:
+    """The platform of ``mesh``'s first device, or of JAX's default device."""
+    import jax
+
+    return (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
+
+
+# ------------------------------------------------------------------ PCA
+
+DIRECT_MAX_ENTRIES = 2 ** 26
+"""An in-memory ``(n, p)`` array up to this many entries has its covariance
+formed in one program (``X - mean`` stored once); larger ones are accumulated
+block by block. Also the size up to which a row source over an in-memory array
+is checked for NaN/inf at intake instead of block by block."""
 
 FULL_MAX_FEATURES = 1024
 FULL_MIN_FRACTION = 0.4
@@ -39,6 +88,19 @@ def choose_svd_solver(solver: str, n_samples: int, n_features: int, n_components
     if n_features <= FULL_MAX_FEATURES or n_components >= FULL_MIN_FRACTION * small:
         return "full"
     return "randomized" if in_memory else "streaming"
+
+
+def range_method_of(solver: str, method: str, n_iter) -> tuple[str | None, int | None]:
+    """The range finder a randomized ``solver`` runs (``(None, None)`` for exact ones)."""
+    return (method, n_iter) if solver in ("randomized", "streaming") else (None, None)
+
+
+def materialize_stream(method: str, n_features: int) -> bool:
+    """Whether the pipeline reads a generator stream into memory before
+    fitting (``True``), or lets the estimator stream it: PCA streams features
+    wider than :data:`FULL_MAX_FEATURES` (the width where the exact solver stops
+    being the choice); the other methods iterate in memory."""
+    return not (method == "pca" and n_features > FULL_MAX_FEATURES)
 
 
 # ------------------------------------------------------------------ FastICA
@@ -129,3 +191,33 @@ def choose_decorrelation(decorrelation: str, platform: str) -> str:
     if decorrelation != "auto":
         return decorrelation
     return "eigh" if platform == "cpu" else "newton-schulz"
+
+
+# ------------------------------------------------------------------ SCA
+
+REDUCED_MIN_SIZE = 2 ** 24
+"""SCA's ``reduced_rank='auto'`` iterates on ``X`` itself below ``n p`` entries."""
+
+
+def choose_reduced_rank(reduced_rank, n_samples: int, n_features: int, n_components: int,
+                        *, in_memory: bool = True):
+    """The rank SCA's reduced-space variant runs on, or ``None`` to iterate on ``X``.
+
+    ``reduced_rank='auto'`` iterates on ``X`` itself when ``n p <
+    REDUCED_MIN_SIZE``, else (and always for row sources, which cannot afford a
+    pass per iteration) on the rank ``r = min(2 k + 10, n, p)`` randomized SVD
+    (its measured effect is in ``benchmarks/results/bench_sca.md``).
+
+    Args:
+      reduced_rank: ``'auto'``, ``None`` or an int ``r``.
+      n_samples, n_features, n_components: ``n``, ``p``, ``k``.
+      in_memory: whether the data is an in-memory array.
+
+    Returns:
+      ``None`` or an int.
+    """
+    if reduced_rank != "auto" and (reduced_rank is not None or in_memory):
+        return reduced_rank
+    if reduced_rank == "auto" and in_memory and n_samples * n_features < REDUCED_MIN_SIZE:
+        return None
+    return min(2 * n_components + 10, n_samples, n_features)

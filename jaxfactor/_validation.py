@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._policy import DIRECT_MAX_ENTRIES
 from .sources import ArraySource, RowSource
 
 try:  # scikit-learn's classes, so that users catching them catch ours
@@ -263,9 +264,6 @@ class CheckedRows(RowSource):
         return getattr(self._source, attr)
 
 
-_CHECK_AT_ONCE_MAX_ENTRIES = 1 << 26  # an ArraySource up to 256 MB of float32 is checked at intake
-
-
 def check_source(source, name: str = "X", *, min_samples: int = 1,
                  min_features: int = 1) -> RowSource:
     """Validate a row source's sizes and dtype, and return it wrapped in
@@ -289,7 +287,7 @@ def check_source(source, name: str = "X", *, min_samples: int = 1,
     dtype = getattr(source, "dtype", None)
     if dtype is not None:
         _needs_float(dtype, name)
-    if isinstance(source, ArraySource) and n * p <= _CHECK_AT_ONCE_MAX_ENTRIES:
+    if isinstance(source, ArraySource) and n * p <= DIRECT_MAX_ENTRIES:
         # small enough to check in one pass; unwrapped, the kernels keep their
         # in-memory paths (e.g. PCA's one-program covariance)
         arr = source.array

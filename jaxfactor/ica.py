@@ -58,8 +58,8 @@ from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
-from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, choose_decorrelation,
-                      choose_whiten_range, choose_whiten_solver)
+from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, Plan, choose_decorrelation,
+                      choose_whiten_range, choose_whiten_solver, platform_of)
 from .accumulate import map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
@@ -654,7 +654,8 @@ class FastICA(Factorizer):
         ``whiten=False``.
       n_iter_: iterations run (deflation: the most any component needed).
       converged_: whether the iteration met ``tol``.
-      n_components_: ``k``; whiten_solver_: the whitening solver used.
+      n_components_: ``k``; whiten_solver_: the whitening solver used;
+      plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
 
     Out-of-core: ``fit`` also takes a row source
     (:class:`jaxfactor.sources.NpySource` over a ``.npy`` file or a directory
@@ -755,8 +756,8 @@ class FastICA(Factorizer):
         key_whiten, key_init = jax.random.split(key)
         rank_limit = min(n - 1, p)
         mesh = self.mesh
-        decorrelation = choose_decorrelation(
-            self.decorrelation, (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform)
+        platform = platform_of(mesh)
+        decorrelation = choose_decorrelation(self.decorrelation, platform)
         if source is not None and (self.whiten is False or k is None):
             raise ValueError("fitting a row source needs whitening and an int n_components "
                              f"(got whiten={self.whiten!r}, n_components={self.n_components!r})")
@@ -765,6 +766,7 @@ class FastICA(Factorizer):
             w_user = self._check_w_init(k, dtype)
             white = arr
             self.whiten_solver_ = None
+            range_method = (None, None)
         else:
             k_req = rank_limit if k is None else k
             solver = choose_whiten_solver(self.whiten_solver, n, p, k_req, source is None)
@@ -801,6 +803,8 @@ class FastICA(Factorizer):
             k = k_req
             white = res.white
             self.whiten_solver_ = solver
+            range_method = (choose_whiten_range(self.method, self.n_iter, n, p, k_req)
+                            if solver == "randomized" else (None, None))
 
         # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
         white_iter = white if mesh is None else shard_block(white, mesh)[0]
@@ -809,6 +813,8 @@ class FastICA(Factorizer):
                          n_valid=n, decorrelation=decorrelation)
         white = white[:n]
         self.n_iter_ = int(result.n_iter)
+        self.plan_ = Plan(self.whiten_solver_, *range_method, decorrelation=decorrelation,
+                          platform=platform)
         self.converged_ = bool(result.converged)
         if not self.converged_:
             V.warn_not_converged("FastICA", self.n_iter_, float(result.change), float(self.tol))

@@ -25,7 +25,8 @@ from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import svd_flip
-from ._policy import SOLVERS, choose_svd_solver
+from ._policy import (DIRECT_MAX_ENTRIES, SOLVERS, Plan, choose_svd_solver, platform_of,
+                      range_method_of)
 from .accumulate import PRECISIONS, fold, moments
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
@@ -62,12 +63,6 @@ def _eigh_descending(cov):
     vt = v[:, ::-1].T
     _, vt = svd_flip(None, vt)
     return w, vt
-
-
-# pca_full on an in-memory array (ArraySource) with n >= p and at most this many
-# entries forms the covariance in one program, ``X - mean`` stored once; other
-# sources accumulate it over row blocks with blockwise centring.
-DIRECT_MAX_ENTRIES = 2 ** 26
 
 
 @jax.jit
@@ -215,7 +210,8 @@ class PCA(Factorizer):
       explained_variance_: ``(k,)``; explained_variance_ratio_: ``(k,)`` --
         exact for every solver (total variance from the same pass);
       singular_values_: ``(k,)``; mean_: ``(p,)``; noise_variance_: float;
-      n_components_, n_samples_, n_features_in_: ints; solver_: the solver used.
+      n_components_, n_samples_, n_features_in_: ints; solver_: the solver used;
+      plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
     """
 
     def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",
@@ -297,6 +293,9 @@ class PCA(Factorizer):
             ev = svd.s ** 2 / max(n - 1, 1)
             res = _finish(svd.vt, ev, n, svd.mean, total, k, rank)
         self._set_fitted(res, n, solver)
+        self.plan_ = Plan(solver, *range_method_of(solver, self.method, self.n_iter),
+                          precision="float32" if solver == "full" else self.precision,
+                          platform=platform_of(self.mesh))
         return res
 
     def _set_fitted(self, res: PCAResult, n, solver):

@@ -54,7 +54,7 @@ found and changed:
   therefore matches columns before comparing them.
 * The reduced variant removes the products with ``X`` from the loop.
 
-Policy (:func:`choose_reduced_rank`): ``reduced_rank='auto'`` iterates on
+Policy (:func:`jaxfactor._policy.choose_reduced_rank`): ``reduced_rank='auto'`` iterates on
 ``X`` below ``n p = 2^24`` and on the rank-``2k + 10`` randomized SVD above;
 row sources always use the reduced variant. Measured effects are in
 ``benchmarks/results/bench_sca.md``.
@@ -88,7 +88,7 @@ from . import _params as P
 from . import _validation as V
 from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
-from ._policy import choose_svd_solver
+from ._policy import Plan, choose_reduced_rank, choose_svd_solver, platform_of, range_method_of
 from .accumulate import centred_matmul, map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
@@ -114,8 +114,6 @@ _VARIMAX_MAX_ITER = 1000
 # variant) 53 outer iterations and 4.8 s against 88 and 5.2 s with three
 # (unlocked timings, load ~6).
 _WARM_STEPS = 10
-# reduced_rank='auto': iterate on X itself below this many entries (n p).
-REDUCED_MIN_SIZE = 2 ** 24
 
 
 class SCAResult(NamedTuple):
@@ -551,36 +549,6 @@ def default_gamma(n_features: int, n_components: int) -> float:
     return math.sqrt(n_features * n_components)
 
 
-def choose_reduced_rank(reduced_rank, n_samples: int, n_features: int, n_components: int,
-                        *, in_memory: bool = True):
-    """The rank of the reduced-space variant, or ``None`` to iterate on ``X``.
-
-    The policy behind ``reduced_rank='auto'`` (the one place it is decided):
-    iterate on ``X`` itself when ``n p < REDUCED_MIN_SIZE``, else (and always
-    for row sources, which cannot afford a pass per iteration) on the rank
-    ``r = min(2 k + 10, n, p)`` randomized SVD. Measured effect of that
-    approximation (N = 10000, p = 2048, k = 20 GAN-like data, r = 50, both
-    with epca's identity-restarted varimax): explained variance 0.6492 vs
-    0.6488 on ``X``, ``||B||_F`` 485.2 vs 486.3 (-0.2%), loadings matched
-    with ``|cos| >= 0.999``, 99.3% of the zero pattern identical. (The warm
-    varimax start moves the answer more: 96% identical zero pattern, median
-    ``|cos|`` 0.994, explained variance 0.6506.)
-
-    Args:
-      reduced_rank: ``'auto'``, ``None`` or an int ``r``.
-      n_samples, n_features, n_components: ``n``, ``p``, ``k``.
-      in_memory: whether the data is an in-memory array.
-
-    Returns:
-      ``None`` or an int.
-    """
-    if reduced_rank != "auto" and (reduced_rank is not None or in_memory):
-        return reduced_rank
-    if reduced_rank == "auto" and in_memory and n_samples * n_features < REDUCED_MIN_SIZE:
-        return None
-    return min(2 * n_components + 10, n_samples, n_features)
-
-
 def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5,
         max_iter: int = 1000, rotate: str = "varimax", reduced_rank: int | None = None,
         svd_solver: str = "auto", varimax_start: str = "identity", n_rows=None) -> SCAResult:
@@ -651,7 +619,7 @@ class SCA(Factorizer):
       reduced_rank: ``None`` (iterate on ``X``), ``r >= k`` (iterate on the
         rank-``r`` randomized SVD of ``X_c``: much cheaper per iteration for
         large ``n x p``; an approximation, see :func:`sca_iterate_reduced`),
-        or ``'auto'`` (:func:`choose_reduced_rank`: ``X`` itself for small
+        or ``'auto'`` (:func:`jaxfactor._policy.choose_reduced_rank`: ``X`` itself for small
         ``n p``, rank ``2k + 10`` above). Row sources always use the reduced
         variant (``None`` and ``'auto'`` then mean rank ``2k + 10``).
       svd_solver: initial SVD: ``'auto'``, ``'full'`` or ``'randomized'``.
@@ -680,6 +648,7 @@ class SCA(Factorizer):
       gamma_: the budget used; objective_: ``||B_||_F``.
       n_iter_: iterations run; converged_: bool.
       reduced_rank_: the rank the iteration ran on (``None``: on ``X``).
+      plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
       n_components_, n_samples_, n_features_in_: ints.
     """
 
@@ -759,6 +728,10 @@ class SCA(Factorizer):
         self.objective_ = float(res.objective)
         self.n_iter_ = int(res.n_iter)
         self.reduced_rank_ = rank
+        solver = ("streaming" if source is not None else "randomized" if rank is not None
+                  else choose_svd_solver(self.svd_solver, n, p, k, True))
+        self.plan_ = Plan(solver, *range_method_of(solver, "krylov", None), reduced_rank=rank,
+                          platform=platform_of(self.mesh))
         self.converged_ = bool(res.converged)
         self.n_components_ = k
         self.n_samples_ = int(n)

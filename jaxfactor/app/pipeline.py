@@ -16,6 +16,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .._policy import materialize_stream
+
 METHODS = ("pca", "ica", "sca", "sefa")
 
 
@@ -211,7 +213,7 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     _check_before_sampling(est, n_samples, stream.n_features)
     x = None
     with progress_bar(n_samples, f"{method}: reading {layer}", show_progress) as update:
-        if method == "pca" and stream.n_features > 1024:
+        if not materialize_stream(method, stream.n_features):
             est.set_params(solver="streaming")
             est.fit(ProgressSource(stream, update))
         else:
