@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import validate_data
+from threadpoolctl import threadpool_limits
 
 from . import _params as P
 from . import _validation as V
@@ -69,14 +70,19 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
           X: ``(n_samples, n_features)`` float array (numpy, JAX or torch);
             PCA, FastICA and SCA also take a row source
             (:mod:`jaxfactor.sources`, a ``bridges`` activation stream, or a
-            path to ``.npy`` data), read block by block.
+            path to ``.npy`` data), read block by block. SeFa takes its
+            weights here: a list of ``(C_l, d)`` arrays, one ``(C, d)`` array
+            or an ``(L, C, d)`` stack.
           y: ignored.
 
         Returns:
           ``self``.
         """
         P.validate_params(self)
-        self._fit(X)
+        # XLA runs its own thread pool; LAPACK (QR, SVD, eigh through OpenBLAS)
+        # would start a second one on the same cores and the two contend.
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._fit(X)
         V.check_fitted_finite(self)
         return self
 

@@ -52,7 +52,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import _params as P
 from . import _validation as V
@@ -745,11 +744,6 @@ class FastICA(Factorizer):
 
     # ------------------------------------------------------------------- fit
     def _fit(self, X):
-        # one BLAS thread for LAPACK (eigh, QR) beside XLA's own pool; see PCA._fit
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit_impl(X)
-
-    def _fit_impl(self, X):
         arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, alpha = self._check_params(n, p)
         key = V.check_random_state_key(self.random_state)

@@ -19,7 +19,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import _params as P
 from . import _validation as V
@@ -251,13 +250,6 @@ class PCA(Factorizer):
 
     # ------------------------------------------------------------------- fit
     def _fit(self, X):
-        # XLA runs its own thread pool; the LAPACK calls of QR/SVD/eigh (through
-        # OpenBLAS) would start a second one on the same cores. One BLAS thread
-        # halved the QR time of the Rayleigh-Ritz step on 2 cores (2.6 s -> 1.5 s).
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit_impl(X)
-
-    def _fit_impl(self, X):
         arr, source, n, p, dtype, _ = self._intake_rows(X)
         in_memory = source is None
         if in_memory:

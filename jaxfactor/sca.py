@@ -82,7 +82,6 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import _params as P
 from . import _validation as V
@@ -699,26 +698,17 @@ class SCA(Factorizer):
         arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, gamma, rank = self._check_params(n, p, in_memory=source is None)
         key = V.check_random_state_key(self.random_state)
-        # The loop calls LAPACK (jaxlib's CPU QR/SVD kernels, through scipy's
-        # OpenBLAS) on every iteration between XLA's own matrix products. A
-        # multi-threaded OpenBLAS keeps its threads spinning after each call and
-        # they compete with XLA's thread pool: measured on 2 cores, one polar
-        # step of a (10000, 20) matrix took 0.7 s instead of 0.1 s. The LAPACK
-        # calls here are small, so one BLAS thread loses nothing (scikit-learn's
-        # KMeans limits BLAS threads the same way).
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start)
-        with threadpool_limits(limits=1, user_api="blas"):
-            if source is not None:
-                res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
-                                 dtype=dtype, **common)
-            else:
-                if self.mesh is not None:
-                    # rows equal to the mean: zero in every centred product
-                    arr, _ = shard_rows(arr, self.mesh)
-                res = sca(arr, k, reduced_rank=rank, svd_solver=self.svd_solver, n_rows=n,
-                          **common)
-            res = jax.block_until_ready(res)
+        if source is not None:
+            res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
+                             dtype=dtype, **common)
+        else:
+            if self.mesh is not None:
+                # rows equal to the mean: zero in every centred product
+                arr, _ = shard_rows(arr, self.mesh)
+            res = sca(arr, k, reduced_rank=rank, svd_solver=self.svd_solver, n_rows=n, **common)
+        res = jax.block_until_ready(res)  # inside fit's BLAS thread limit
         self.components_ = np.asarray(res.loadings).T.copy()
         self.mean_ = np.asarray(res.mean)
         self.B_ = np.asarray(res.b)

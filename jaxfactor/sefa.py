@@ -117,19 +117,6 @@ class SeFa(Factorizer):
     def __init__(self, n_components=None):
         self.n_components = n_components
 
-    def fit(self, weights, y=None):
-        """Compute the directions.
-
-        Args:
-          weights: list/tuple of ``(C_l, d)`` float arrays (numpy, JAX,
-            torch), one ``(C, d)`` array, or a ``(L, C, d)`` array.
-          y: ignored.
-
-        Returns:
-          ``self``.
-        """
-        return super().fit(weights)
-
     def _fit(self, weights):
         if getattr(weights, "ndim", None) == 3:
             weights = list(weights)
