@@ -81,8 +81,12 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         P.validate_params(self)
         # XLA runs its own thread pool; LAPACK (QR, SVD, eigh through OpenBLAS)
         # would start a second one on the same cores and the two contend.
-        with threadpool_limits(limits=1, user_api="blas"):
-            self._fit(X)
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                self._fit(X)
+        except Exception:
+            V.clear_fitted(self)
+            raise
         V.check_fitted_finite(self)
         return self
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -299,6 +298,13 @@ def check_source(source, name: str = "X", *, min_samples: int = 1,
     return CheckedRows(source, name)
 
 
+def clear_fitted(estimator) -> None:
+    """Delete every fitted attribute (public names ending in ``_``): a fit
+    that fails leaves the estimator unfitted, never half-fitted."""
+    for attr in [a for a in vars(estimator) if a.endswith("_") and not a.startswith("_")]:
+        delattr(estimator, attr)
+
+
 def check_fitted_finite(estimator) -> None:
     """Raise ``ValueError`` when a fitted attribute holds NaN or inf, and
     leave ``estimator`` unfitted (the float arithmetic overflowed: finite
@@ -313,8 +319,7 @@ def check_fitted_finite(estimator) -> None:
                 bad.append(attr)
     if not bad:
         return
-    for attr in fitted:
-        delattr(estimator, attr)
+    clear_fitted(estimator)
     raise ValueError(f"{type(estimator).__name__} produced non-finite {', '.join(bad)}: the "
                      f"arithmetic overflowed its floating-point range, so the data's magnitude "
                      f"is too large; rescale X (e.g. standardise it) or enable float64 "
@@ -386,9 +391,3 @@ def check_random_state_key(random_state) -> jax.Array:
         return jax.random.key(int(random_state.integers(0, 2**31 - 1)))
     raise ValueError(f"random_state must be None, an int, a numpy RandomState/Generator or a "
                      f"jax.random key, got {random_state!r}")
-
-
-def warn_not_converged(name: str, n_iter: int, change: float, tol: float) -> None:
-    """Emit a :class:`ConvergenceWarning` with the iteration count and change."""
-    warnings.warn(f"{name} did not converge after {n_iter} iterations: last change {change:.3g} "
-                  f"> tol={tol:.3g}. Increase max_iter or tol.", ConvergenceWarning, stacklevel=3)

@@ -59,6 +59,7 @@ from ._base import Factorizer
 from ._linalg import symmetric_inverse_sqrt
 from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, Plan, choose_decorrelation,
                       choose_whiten_range, choose_whiten_solver, platform_of)
+from ._status import iteration_status, report
 from .accumulate import map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
@@ -123,12 +124,15 @@ class ICAResult(NamedTuple):
         component needed).
       converged: ``()`` bool, whether every component met ``tol``.
       change: ``()`` final change ``max_i | |<w_i^new, w_i^old>| - 1 |``.
+      status: ``()`` int32, a :mod:`jaxfactor._status` code (converged,
+        stopped at ``max_iter``, not finite).
     """
 
     w: jax.Array
     n_iter: jax.Array
     converged: jax.Array
     change: jax.Array
+    status: jax.Array
 
 
 # ------------------------------------------------------------------ whitening
@@ -427,7 +431,7 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation="
 
     state = (w0, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype))
     w, it, change = jax.lax.while_loop(cond, body, state)
-    return ICAResult(w, it, change < tol, change)
+    return ICAResult(w, it, change < tol, change, iteration_status(change < tol, w))
 
 
 @partial(jax.jit, static_argnames=("fun",))
@@ -487,7 +491,7 @@ def _deflation(white, w_init, fun, alpha, tol, max_iter, n_valid):
 
     carry = (jnp.zeros((k, k), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
     w, it, change = jax.lax.fori_loop(0, k, one_component, carry)
-    return ICAResult(w, it, change < tol, change)
+    return ICAResult(w, it, change < tol, change, iteration_status(change < tol, w))
 
 
 @partial(jax.jit, static_argnames=("algorithm", "fun", "decorrelation"))
@@ -810,8 +814,8 @@ class FastICA(Factorizer):
         self.plan_ = Plan(self.whiten_solver_, *range_method, decorrelation=decorrelation,
                           platform=platform)
         self.converged_ = bool(result.converged)
-        if not self.converged_:
-            V.warn_not_converged("FastICA", self.n_iter_, float(result.change), float(self.tol))
+        self.status_ = report("FastICA", result.status, n_iter=self.n_iter_,
+                              change=float(result.change), tol=float(self.tol))
 
         if self.whiten is False:
             parts = _finish_unwhitened(arr, result.w)

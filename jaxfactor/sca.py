@@ -88,6 +88,7 @@ from . import _validation as V
 from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
 from ._policy import Plan, choose_reduced_rank, choose_svd_solver, platform_of, range_method_of
+from ._status import iteration_status, report
 from .accumulate import centred_matmul, map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
@@ -133,6 +134,7 @@ class SCAResult(NamedTuple):
       n_iter: ``()`` int32 iterations run.
       converged: ``()`` bool.
       change: ``()`` largest entry change of ``Z`` or ``Y`` in the last iteration.
+      status: ``()`` int32, a :mod:`jaxfactor._status` code.
     """
 
     loadings: jax.Array
@@ -145,6 +147,7 @@ class SCAResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     change: jax.Array
+    status: jax.Array
 
 
 def flip_skewness(a: jax.Array) -> jax.Array:
@@ -375,8 +378,9 @@ def _assemble(state: _LoopState, mean, scores, captured, adds, total, tol) -> SC
     b = state.z.T @ scores
     captured = jnp.where(adds, captured, 0)
     ratio = jnp.where(total > 0, jnp.cumsum(captured) / jnp.where(total > 0, total, 1), 0)
+    converged = state.change <= tol
     return SCAResult(state.y, scores, state.z, b, ratio, jnp.linalg.norm(b), mean, state.i,
-                     state.change <= tol, state.change)
+                     converged, state.change, iteration_status(converged, state.y, b))
 
 
 def _finish(x, mean, state: _LoopState, scores, tol):
@@ -725,8 +729,8 @@ class SCA(Factorizer):
         self.converged_ = bool(res.converged)
         self.n_components_ = k
         self.n_samples_ = int(n)
-        if not self.converged_:
-            V.warn_not_converged("SCA", self.n_iter_, float(res.change), float(self.tol))
+        self.status_ = report("SCA", res.status, n_iter=self.n_iter_, change=float(res.change),
+                              tol=float(self.tol))
         return self
 
     def inverse_transform(self, X):
