@@ -12,12 +12,13 @@ from threadpoolctl import threadpool_limits
 
 from . import _params as P
 from . import _validation as V
+from .accumulate import centred_matmul
 from .sources import RowSource, as_source, is_source
 
 
 @jax.jit
 def _scores(x, components, mean, scale):
-    y = x @ components.T - (mean @ components.T)[None, :]
+    y = centred_matmul(x, mean, components.T)
     return y if scale is None else y / scale
 
 
@@ -136,8 +137,3 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     @property
     def _n_features_out(self):
         return int(self.components_.shape[0])
-
-
-def as_numpy(x) -> np.ndarray:
-    """A fitted attribute as a numpy array (attributes are numpy, as in scikit-learn)."""
-    return np.asarray(x)

@@ -15,10 +15,8 @@ import jax.numpy as jnp
 __all__ = [
     "orthonormalize",
     "cholesky_qr2",
-    "orthonormalize_against",
     "polar",
     "svd_flip",
-    "sign_flip_columns",
     "symmetric_inverse_sqrt",
     "soft_threshold",
     "l1_ball_threshold",
@@ -74,24 +72,6 @@ def cholesky_qr2(a: jax.Array) -> jax.Array:
     return one_round(one_round(a, True), False)
 
 
-def orthonormalize_against(basis: jax.Array, block: jax.Array) -> jax.Array:
-    """Orthonormalise ``block`` against the columns of ``basis`` (block CGS2).
-
-    Two rounds of classical Gram-Schmidt against ``basis`` (the second round
-    removes what rounding left after the first), then a QR of the result.
-
-    Args:
-      basis: ``(m, j)`` array with orthonormal columns (``j`` may be 0).
-      block: ``(m, b)`` array.
-
-    Returns:
-      ``(m, b)`` array with orthonormal columns orthogonal to ``basis``.
-    """
-    for _ in range(2):
-        block = block - basis @ (basis.T @ block)
-    return orthonormalize(block)
-
-
 def polar(a: jax.Array) -> jax.Array:
     """Orthogonal polar factor ``U V^T`` of ``a = U S V^T``.
 
@@ -136,21 +116,6 @@ def svd_flip(u: jax.Array | None, vt: jax.Array) -> tuple[jax.Array | None, jax.
     if u is not None:
         u = u * signs[None, :]
     return u, vt
-
-
-def sign_flip_columns(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Flip each column of ``a`` so that its largest-magnitude entry is positive.
-
-    Args:
-      a: ``(m, k)`` array.
-
-    Returns:
-      ``(flipped, signs)`` with ``signs`` a ``(k,)`` array of +-1.
-    """
-    _, vt = svd_flip(None, a.T)
-    signs = jnp.sign(jnp.sum(vt * a.T, axis=1))
-    signs = jnp.where(signs == 0, 1, signs)
-    return vt.T, signs
 
 
 def symmetric_inverse_sqrt(a: jax.Array, eps: float | None = None) -> jax.Array:

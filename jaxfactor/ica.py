@@ -60,7 +60,7 @@ from ._linalg import symmetric_inverse_sqrt
 from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, Plan, choose_decorrelation,
                       choose_whiten_range, choose_whiten_solver, platform_of)
 from ._status import iteration_status, report
-from .accumulate import map_blocks
+from .accumulate import centred_matmul, map_blocks
 from .pca import pca_full
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_block, shard_rows
@@ -159,7 +159,7 @@ def _signed_axes(vt, s, n):
 @jax.jit
 def _white_block(x, mean, vt, scale):
     """``(X_b - 1 mean^T) Vt^T diag(scale)``, the mean folded into the product."""
-    return (x @ vt.T - (mean @ vt.T)[None, :]) * scale[None, :]
+    return centred_matmul(x, mean, vt.T) * scale[None, :]
 
 
 @partial(jax.jit, static_argnames=("n_components",))
@@ -562,13 +562,20 @@ def _finish_unwhitened(x, w):
     return w, np.linalg.inv(w.astype(np.float64)).astype(w.dtype), np.var(src, axis=0, dtype=np.float64)
 
 
-def _order_and_sign(unmixing, mixing, source_variance):
-    """Sort by explained variance ``||a_i||^2 var(s_i)`` (descending, stable)
-    and flip so each normalised mixing column has a positive largest entry.
+class _Ordered(NamedTuple):
+    """Components in their reported order and signs (numpy)."""
 
-    Returns:
-      ``(unmixing, mixing, directions (k, p), explained (k,), order, signs)``.
-    """
+    unmixing: np.ndarray     # (k, p) or (k, k)
+    mixing: np.ndarray       # (p, k)
+    directions: np.ndarray   # (k, p) unit-norm mixing columns
+    explained: np.ndarray    # (k,)
+    order: np.ndarray        # (k,) the permutation applied
+    signs: np.ndarray        # (k,) the signs applied
+
+
+def _order_and_sign(unmixing, mixing, source_variance) -> _Ordered:
+    """Sort by explained variance ``||a_i||^2 var(s_i)`` (descending, stable)
+    and flip so each normalised mixing column has a positive largest entry."""
     explained = np.sum(np.square(mixing, dtype=np.float64), axis=0) * source_variance
     order = np.argsort(-explained, kind="stable")
     mixing, unmixing, explained = mixing[:, order], unmixing[order], explained[order]
@@ -576,8 +583,8 @@ def _order_and_sign(unmixing, mixing, source_variance):
     directions = (mixing / np.maximum(norms, np.finfo(mixing.dtype).tiny)).T
     top = directions[np.arange(directions.shape[0]), np.argmax(np.abs(directions), axis=1)]
     signs = np.where(top < 0, -1, 1).astype(mixing.dtype)
-    return (unmixing * signs[:, None], mixing * signs[None, :], directions * signs[:, None],
-            explained, order, signs)
+    return _Ordered(unmixing * signs[:, None], mixing * signs[None, :],
+                    directions * signs[:, None], explained, order, signs)
 
 
 def _rank_floor(dtype, n, p, solver):
@@ -824,7 +831,9 @@ class FastICA(Factorizer):
             parts = _finish_whitened(white, result.w, res.components, res.singular_values,
                                      unit_variance=self.whiten == "unit-variance")
             mean = res.mean
-        unmixing, mixing, directions, explained, order, signs = _order_and_sign(*parts)
+        ordered = _order_and_sign(*parts)
+        unmixing, mixing, directions = ordered.unmixing, ordered.mixing, ordered.directions
+        explained, order, signs = ordered.explained, ordered.order, ordered.signs
         self.components_ = np.asarray(unmixing)
         self.mixing_ = np.asarray(mixing)
         self.directions_ = np.asarray(directions)

@@ -26,7 +26,7 @@ from ._base import Factorizer
 from ._linalg import svd_flip
 from ._policy import (DIRECT_MAX_ENTRIES, SOLVERS, Plan, choose_svd_solver, platform_of,
                       range_method_of)
-from .accumulate import PRECISIONS, fold, moments
+from .accumulate import PRECISIONS, centred_matmul, fold, moments
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
 from .sources import ArraySource, RowSource
@@ -148,7 +148,7 @@ def transform(x: jax.Array, components: jax.Array, mean: jax.Array,
     Returns:
       ``(n, k)`` scores.
     """
-    y = x @ components.T - (mean @ components.T)[None, :]
+    y = centred_matmul(x, mean, components.T)
     return y if scale is None else y / scale
 
 
