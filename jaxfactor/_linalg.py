@@ -66,9 +66,8 @@ def cholesky_qr2(a: jax.Array) -> jax.Array:
         r = jnp.linalg.cholesky(gram).T
         return jax.scipy.linalg.solve_triangular(r, x.T, trans="T", lower=False).T
 
-    # The shift (one ulp of the largest diagonal entry) only guards the first
-    # factorisation against exact rank deficiency; the second round runs on a
-    # well-conditioned matrix and needs none.
+    # the shift (one ulp of the largest diagonal) guards only the first round
+    # against exact rank deficiency; the second runs on a well-conditioned matrix
     return one_round(one_round(a, True), False)
 
 
@@ -217,10 +216,8 @@ def l1_ball_threshold_active_set(x: jax.Array, radius) -> jax.Array:
         count = jnp.sum(active)
         return (jnp.sum(jnp.where(active, v, 0)) - radius) / jnp.maximum(count, 1).astype(x.dtype)
 
-    # In exact arithmetic the count shrinks until it stops changing. In floating
-    # point a rounding-level drop of theta could let it grow back by an entry and
-    # then cycle between two sets (seen on 16384 x 50 loadings): stop as soon as
-    # it does not shrink; the cap only bounds pathological cases.
+    # stop once the active set stops shrinking: in floating point a rounding-level
+    # drop of theta can let it grow back and cycle (docs/sca_notes.md)
     def cond(state):
         count, prev_count, _, i = state
         return (count < prev_count) & (i < _ACTIVE_SET_MAX_ITER)

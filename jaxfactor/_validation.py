@@ -125,9 +125,8 @@ def to_jax(x, name: str = "X") -> jax.Array:
             raise TypeError(f"{name} holds non-numeric objects: {err}") from err
     if _needs_float(arr.dtype, name):
         arr = arr.astype(_float_dtype())
-    # device_put copies (may_alias=False: later changes to the caller's array do
-    # not reach ours) at memcpy speed, and canonicalises float64 -> float32
-    # unless x64 is on, as jnp.asarray does.
+    # a copy at memcpy speed (the caller's later changes never reach ours), with
+    # jnp.asarray's dtype canonicalisation
     return jax.device_put(arr, may_alias=False)
 
 

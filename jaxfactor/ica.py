@@ -414,10 +414,8 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation="
         _, it, change = state
         return (it < max_iter) & (change >= tol)
 
-    # Samples along the minor axis: Y^T = W Z^T and g(Y)^T Z = g(Y^T) (Z^T)^T both
-    # contract the contiguous axis of row-major operands, which XLA's CPU dots
-    # run faster (measured on 2 cores, n = 10000: 6.7-8.7 ms a step instead of
-    # 10.1-10.6 ms at k = 100, 390-420 ms instead of 420-445 ms at k = 1000).
+    # samples on the minor axis: both products contract the contiguous axis, which
+    # XLA's CPU dots run faster (docs/ica_notes.md)
     white_t = jax.lax.optimization_barrier(white.T)      # (k, n), one copy
 
     def body(state):
@@ -590,11 +588,8 @@ def _order_and_sign(unmixing, mixing, source_variance) -> _Ordered:
 def _rank_floor(dtype, n, p, solver):
     eps = float(np.finfo(dtype).eps)
     if solver == "eigh":
-        # Singular values from covariance eigenvalues: eigh of the (p, p) covariance has
-        # absolute eigenvalue errors of about eps * p * lambda_max, so a singular value is
-        # distinguishable from zero above sqrt(eps * p) sigma_max (twice that, for margin).
-        # (An earlier floor of 10 sqrt(eps max(n, p)) refused real components at 16% of
-        # sigma_max on the demo's 1024-feature layer.)
+        # eigh's eigenvalue errors ~ eps p lambda_max: a singular value is above
+        # zero beyond sqrt(eps p) sigma_max (twice that for margin; docs/ica_notes.md)
         return float(np.sqrt(eps * min(n, p))) * 2
     return eps * max(n, p) * 10
 

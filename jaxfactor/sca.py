@@ -24,35 +24,7 @@ no entry of ``Z`` or ``Y`` moves by more than ``tol``, each column compared
 with its best match in the previous iterate (columns of nearly equal
 explained variance may trade places; see :func:`_matched_change`).
 
-Cost per iteration (profiled on the 2-core CPU, N = 10000 GAN-like rows):
-two products with ``X`` (``X Y`` and ``X^T Z``, the mean folded in, ``X - mean``
-never formed; about 0.25 s each at ``p = 16384, k = 50``), two polar factors
-(QR of the tall matrix + SVD of the ``k x k`` factor: 10-20 ms), two varimax
-rotations (``O(m k^2)`` a step: 4 ms at ``(10000, 50)``, 6-8 ms at
-``(16384, 50)``), and the L1 projection of the ``p x k`` loadings. What we
-found and changed:
-
-* The exact L1 threshold by sort + cumulative sum cost 1.5 s a call at
-  ``(16384, 50)``: XLA's CPU sort is that slow. Michelot's active-set
-  iteration gives the same exact threshold in 10-30 ms
-  (:func:`jaxfactor._linalg.l1_ball_threshold_active_set`); SCA uses it.
-* Varimax restarted from the identity (epca's rule, ``varimax_start=
-  'identity'``) does not get cheap near the SCA fixed point on the loading
-  side: the shrinkage moves the polar factor away from the varimax optimum,
-  and every call took about 200 steps at ``p = 2048, k = 20`` (500 at
-  ``16384 x 50`` from the SVD start). That is the dominant cost for
-  ``k >= 20``: ~1-4 s an iteration at ``p = 16384, k = 50``.
-* ``varimax_start='previous'`` takes ten steps a call from the previous
-  rotation, so varimax converges across outer iterations: more outer
-  iterations (varimax's own slow linear rate), each far cheaper.
-* With that warm start the sample-side rotation cannot change the loadings
-  (:func:`_iterate_warm`), so the loop skips it (one rotation at the end) and,
-  on the reduced variant, runs the sample side in ``r`` coordinates: half the
-  time per iteration, same iterates.
-* Columns of nearly equal explained variance trade places between iterations
-  (2-10 of 50 in most iterations at ``16384 x 50``); the stopping rule
-  therefore matches columns before comparing them.
-* The reduced variant removes the products with ``X`` from the loop.
+Measurements behind the design choices are in ``docs/sca_notes.md``.
 
 Policy (:func:`jaxfactor._policy.choose_reduced_rank`): ``reduced_rank='auto'`` iterates on
 ``X`` below ``n p = 2^24`` and on the rank-``2k + 10`` randomized SVD above;
@@ -100,19 +72,12 @@ __all__ = ["SCAResult", "prs", "flip_skewness", "sca_iterate", "sca_iterate_redu
 
 ROTATIONS = ("varimax", "none")
 
-# Varimax inside PRS: R's stats::varimax defaults (relative tolerance 1e-5 on
-# the criterion, at most 1000 steps); near the SCA fixed point its input is
-# already rotated and it stops after two steps.
+# varimax inside PRS: R's stats::varimax defaults (relative tolerance 1e-5 on
+# the criterion, at most 1000 steps)
 _VARIMAX_TOL = 1e-5
 _VARIMAX_MAX_ITER = 1000
-# Warm-started varimax (varimax_start='previous'): a fixed small number of
-# steps per call, no tolerance. With R's relative tolerance the number of
-# steps jumps between calls (2 to 8), which makes the outer map discontinuous
-# and the iteration stall at changes of about 1e-4 (measured); a fixed count
-# keeps it smooth, and at the joint fixed point the rotation is an exact
-# varimax stationary point. Ten steps: at p=2048, k=20 (GAN-like, reduced
-# variant) 53 outer iterations and 4.8 s against 88 and 5.2 s with three
-# (unlocked timings, load ~6).
+# warm-started varimax: a fixed number of steps a call keeps the outer map smooth
+# (a tolerance made it stall; docs/sca_notes.md)
 _WARM_STEPS = 10
 
 
