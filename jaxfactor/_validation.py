@@ -149,6 +149,16 @@ def check_finite(x: jax.Array, name: str = "X") -> None:
                          f"(of {x.size}); remove or impute them before fitting")
 
 
+def _check_sizes(n: int, p: int, name: str, min_samples: int, min_features: int) -> None:
+    """scikit-learn's messages for too few rows or columns."""
+    if n < min_samples:
+        raise ValueError(f"Found array with {n} sample(s) (shape={(n, p)}) while a minimum of "
+                         f"{min_samples} is required: {name} is too small")
+    if p < min_features:
+        raise ValueError(f"Found array with {p} feature(s) (shape={(n, p)}) while a minimum of "
+                         f"{min_features} is required: {name} is too small")
+
+
 def check_matrix(x, name: str = "X", *, min_samples: int = 1, min_features: int = 1) -> jax.Array:
     """Validate a 2-D real floating matrix and return it as a ``jax.Array`` in
     the working dtype.
@@ -173,12 +183,7 @@ def check_matrix(x, name: str = "X", *, min_samples: int = 1, min_features: int 
                 "or X.reshape(1, -1) if it contains a single sample") if arr.ndim == 1 else ""
         raise ValueError(f"Expected 2D array, got {arr.ndim}D array instead: {name} has shape {arr.shape}{hint}")
     n, p = arr.shape
-    if n < min_samples:
-        raise ValueError(f"Found array with {n} sample(s) (shape={arr.shape}) while a minimum of "
-                         f"{min_samples} is required: {name} is too small")
-    if p < min_features:
-        raise ValueError(f"Found array with {p} feature(s) (shape={arr.shape}) while a minimum of "
-                         f"{min_features} is required: {name} is too small")
+    _check_sizes(n, p, name, min_samples, min_features)
     arr = arr.astype(working_dtype(arr.dtype))
     try:
         check_finite(arr, name)
@@ -276,12 +281,7 @@ def check_source(source, name: str = "X", *, min_samples: int = 1,
     """
     name = _source_name(source, name)
     n, p = int(source.n_samples), int(source.n_features)
-    if n < min_samples:
-        raise ValueError(f"Found array with {n} sample(s) (shape={(n, p)}) while a minimum of "
-                         f"{min_samples} is required: {name} is too small")
-    if p < min_features:
-        raise ValueError(f"Found array with {p} feature(s) (shape={(n, p)}) while a minimum of "
-                         f"{min_features} is required: {name} is too small")
+    _check_sizes(n, p, name, min_samples, min_features)
     dtype = getattr(source, "dtype", None)
     if dtype is not None:
         _needs_float(dtype, name)
