@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # choosing a torch build on its own when the project's extras ask for torch.
 TORCH_PIN := $(shell $(PYTHON) jaxfactor/_extras.py)
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all test-portable test-salts bench clean
 
 $(STAMP): pyproject.toml jaxfactor/_extras.py
 	@test -n "$(TORCH_PIN)" || { echo "cannot read the torch pin: $(PYTHON) jaxfactor/_extras.py failed" >&2; exit 1; }
@@ -27,6 +27,14 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
+
+# The default suite under other machines' numerics (OpenBLAS core types, XLA's
+# AVX2 kernels, an AMD-like mix), then on other random data. Not run by CI.
+test-portable: $(STAMP)
+	$(PY) -m tests.portable
+
+test-salts: $(STAMP)
+	$(PY) -m tests.portable --salts 0 1 2 3 4
 
 bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench_pca.py

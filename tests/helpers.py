@@ -14,13 +14,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
+def subprocess_env(**env) -> dict:
+    """The environment of a test's subprocess: this one's, on the CPU backend,
+    plus ``env``; ``XLA_FLAGS`` are appended to the caller's (so that a run of
+    the suite under, e.g., ``--xla_cpu_max_isa=AVX2`` reaches subprocesses too)."""
+    out = dict(os.environ, JAX_PLATFORMS="cpu")
+    for key, value in env.items():
+        if key == "XLA_FLAGS" and out.get(key):
+            value = f"{out[key]} {value}"
+        out[key] = value
+    return out
+
+
 def run_json_script(script: str, *, timeout: float = 600, **env) -> dict:
     """Run ``python -c script`` in a fresh process on the CPU backend (plus
     ``env``, e.g. :data:`FOUR_DEVICES`: XLA reads its flags only at start-up)
     and return the JSON object printed on its last line of output."""
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu", **env))
+                          env=subprocess_env(**env))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -24,6 +24,36 @@ from bridges.builtin.model import (  # noqa: E402
     save_generator,
 )
 
+from .tolerances import gamma, network_error, unit_roundoff  # noqa: E402
+
+F64 = np.float64
+
+
+def _fan_ins(g, upto=None):
+    """The generator's stages for :func:`tests.tolerances.network_error`, on the
+    longest path to ``'w'``, the init block's output (``'init'``) or the image:
+    pixel norm (a mean of z_dim squares, rsqrt), the mapping's linear layers
+    (leaky ReLU is exact), ConvTranspose on the 1 x 1 map, BN, GLU; then the
+    style affine, and per modulated conv: input scaling, convolution,
+    demodulation, bias; the bilinear upsampling (4 terms); tanh."""
+    mapping = [g.z_dim, 1] + [g.w_dim + 1] * (len(g.mapping.net) // 2)
+    if upto == "w":
+        return mapping
+    init = mapping + [g.w_dim, 1, 1]
+    if upto == "init":
+        return init
+    c = g.synthesis.channels
+    return (init + [g.w_dim + 1] + [1, c * 9, 1, 1] + [4] + [1, c // 2 * 9, 1, 1]
+            + [1, c // 4, 1] + [1])
+
+
+def _close(actual, desired, stages, dtype=np.float32):
+    """Two evaluations of the same network on the same numbers (other batch
+    sizes, layouts or copies): within twice one pass's error of each other,
+    relative to the result's magnitude."""
+    tol = 2 * network_error(stages, dtype) * desired.abs().max().item()
+    torch.testing.assert_close(actual, desired, rtol=0, atol=tol)
+
 
 @pytest.fixture(scope="module")
 def generator():
@@ -57,7 +87,7 @@ def test_samples_shape_range_and_diversity(generator, rng):
     # Eval mode: a sample does not depend on the rest of the batch (BatchNorm frozen).
     with torch.no_grad():
         alone = generator(z[:1])
-    torch.testing.assert_close(alone, x[:1], rtol=1e-4, atol=1e-5)
+    _close(alone, x[:1], _fan_ins(generator))
 
 
 def test_samples_look_like_digits_to_attributes(generator, rng):
@@ -90,7 +120,7 @@ def test_init_block_hook_gives_1024_features(generator, rng):
         w = generator.mapping(z)
         pre = modules["synthesis.init.norm"](modules["synthesis.init.conv"](w[:, :, None, None]))
     a, b = pre[:, :64], pre[:, 64:]
-    torch.testing.assert_close(out, a * torch.sigmoid(b))
+    _close(out, a * torch.sigmoid(b), _fan_ins(generator, "init"))
 
 
 def test_w_and_w_plus_paths_agree(generator, rng):
@@ -99,14 +129,16 @@ def test_w_and_w_plus_paths_agree(generator, rng):
         w = generator.mapping(z)
         assert w.shape == (6, generator.w_dim)
         ws = w[:, None, :].repeat(1, generator.num_ws, 1)
-        torch.testing.assert_close(generator.synthesis(ws), generator(z))
-        # W+ really is per block: changing a later entry changes the image,
-        # but leaves the init features alone.
+        image = generator(z)
+        _close(generator.synthesis(ws), image, _fan_ins(generator))
+        # W+ really is per block: changing a later entry changes the image (by
+        # more than rounding), but leaves the init features alone.
         ws2 = ws.clone()
         ws2[:, 3] += 1.0
-        assert not torch.allclose(generator.synthesis(ws2), generator(z))
-        torch.testing.assert_close(generator.synthesis.init(ws2[:, 0]),
-                                   generator.synthesis.init(ws[:, 0]))
+        rounding = 2 * network_error(_fan_ins(generator)) * image.abs().max().item()
+        assert (generator.synthesis(ws2) - image).abs().max().item() > rounding
+        init_only = [generator.w_dim, 1, 1]                   # ConvTranspose, BN, GLU on the same w
+        _close(generator.synthesis.init(ws2[:, 0]), generator.synthesis.init(ws[:, 0]), init_only)
     with pytest.raises(ValueError, match="ws must have shape"):
         generator.synthesis(w)
 
@@ -118,8 +150,13 @@ def test_truncation_moves_towards_w_avg(generator, rng):
         half = generator.mapping(z, None, truncation_psi=0.5)
         zero = generator.mapping(z, truncation_psi=0.0)
     w_avg = generator.mapping.w_avg
-    torch.testing.assert_close(zero, w_avg.expand_as(zero))
-    torch.testing.assert_close(half, 0.5 * (w + w_avg))
+    # lerp with weight 0 returns w_avg itself: start + 0 (end - start)
+    torch.testing.assert_close(zero, w_avg.expand_as(zero), rtol=0, atol=0)
+    # two mapping passes, then lerp and 0.5 (w + w_avg): a few roundings of
+    # |w| + |w_avg| each (<= gamma(1))
+    tol = (2 * network_error(_fan_ins(generator, "w")) * w.abs().max().item()
+           + gamma(1) * (w.abs() + w_avg.abs()).max().item())
+    torch.testing.assert_close(half, 0.5 * (w + w_avg), rtol=0, atol=tol)
 
 
 def test_modulated_conv_equals_per_sample_kernel(rng):
@@ -138,7 +175,9 @@ def test_modulated_conv_equals_per_sample_kernel(rng):
             k = layer.weight * layer.scale * s[i][None, :, None, None]
             k = k / torch.sqrt(k.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
             ref = torch.nn.functional.conv2d(x[i:i + 1], k, padding=1) + layer.bias[None, :, None, None]
-            torch.testing.assert_close(got[i:i + 1], torch.nn.functional.leaky_relu(ref, 0.2))
+            # float64, both ways: the style affine (4 + 1 terms), the scaling, a
+            # 5 x 3 x 3 convolution and a demodulation sum of as many terms, bias
+            _close(got[i:i + 1], torch.nn.functional.leaky_relu(ref, 0.2), [5, 1, 45, 45, 1, 1], F64)
 
 
 def test_loader_errors(tmp_path):
@@ -162,7 +201,7 @@ def test_loader_errors(tmp_path):
     save_generator(g, tmp_path / "g.pt")
     loaded = load_builtin_generator(tmp_path / "g.pt")
     for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
-        torch.testing.assert_close(a, b, msg=k)
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)       # stored bit for bit
     blob = torch.load(tmp_path / "g.pt", weights_only=True)
     blob["state_dict"].pop("synthesis.init.conv.weight")
     torch.save(blob, tmp_path / "short.pt")
@@ -171,6 +210,37 @@ def test_loader_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- attributes
+
+def _attribute_error(ink):
+    """Bound on ``|compute_attributes(ink) - exact|`` for ``(N, h, w)`` ink maps in
+    ``[0, 1]`` (``value_range=(0, 1)``): float64 sums of ``h w`` terms, each off by
+    ``g = gamma(h w)`` relative to its terms' magnitudes, carried through the
+    ratios (mass over ``h w``; thickness ``2 mass / tv``; the centroid's; the
+    slant's ``-mu11 / mu02``, whose pixel-unit offsets from the centroid inherit
+    its error), then the float32 result (``u |a|``). Returns ``(bound, a)``, ``a``
+    the attributes recomputed here in float64 for the magnitudes."""
+    ink = np.asarray(ink, F64)
+    n, h, w = ink.shape
+    g = gamma(h * w, F64)
+    ys, xs = (np.arange(h) + 0.5) / h - 0.5, (np.arange(w) + 0.5) / w - 0.5
+    mass = ink.sum(axis=(1, 2))
+    cx, cy = np.einsum("nhw,w->n", ink, xs) / mass, np.einsum("nhw,h->n", ink, ys) / mass
+    dcx = g * (np.einsum("nhw,w->n", ink, np.abs(xs)) / mass + np.abs(cx))
+    dcy = g * (np.einsum("nhw,h->n", ink, np.abs(ys)) / mass + np.abs(cy))
+    dx, dy = (xs[None] - cx[:, None]) * w, (ys[None] - cy[:, None]) * h
+    mu11, mu02 = np.einsum("nhw,nh,nw->n", ink, dy, dx), np.einsum("nhw,nh->n", ink, dy * dy)
+    ady, adx = np.einsum("nhw,nh->n", ink, np.abs(dy)), np.einsum("nhw,nw->n", ink, np.abs(dx))
+    d11 = g * np.einsum("nhw,nh,nw->n", ink, np.abs(dy), np.abs(dx)) + w * dcx * ady + h * dcy * adx
+    d02 = g * mu02 + 2 * h * dcy * ady
+    slant = np.where(mu02 > 0, -mu11 / np.where(mu02 > 0, mu02, 1), 0)
+    dslant = np.where(mu02 > 0, (d11 + np.abs(slant) * d02) / np.where(mu02 > 0, mu02, 1), 0)
+    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
+    tv = (np.abs(np.diff(padded, axis=1)).sum(axis=(1, 2)) + np.abs(np.diff(padded, axis=2)).sum(axis=(1, 2)))
+    thickness = 2 * mass / tv
+    a = np.stack([mass / (h * w), thickness, cx, cy, slant], axis=1)
+    f64 = np.stack([g * mass / (h * w), 3 * g * thickness, dcx, dcy, dslant], axis=1)
+    return f64 + unit_roundoff(np.float32) * np.abs(a), a
+
 
 def _bar(h=8, w=8, col=3, rows=(1, 7)):
     img = np.zeros((h, w), np.float32)
@@ -182,27 +252,30 @@ def test_vertical_bar_attributes():
     img = _bar()                                     # 6 pixels in column 3, rows 1..6
     a = compute_attributes(img[None], value_range=(0, 1))[0]
     assert a.dtype == np.float32
-    np.testing.assert_allclose(a[0], 6 / 64, rtol=1e-6)                        # ink mass
+    tol = _attribute_error(img[None])[0][0]
+    np.testing.assert_allclose(a[0], 6 / 64, rtol=0, atol=tol[0])                        # ink mass
     # TV: 2 per row horizontally (6 rows) + 2 vertically = 14; thickness 2*6/14.
-    np.testing.assert_allclose(a[1], 12 / 14, rtol=1e-6)
-    np.testing.assert_allclose(a[2], (3 + 0.5) / 8 - 0.5, atol=1e-7)           # centroid x
-    np.testing.assert_allclose(a[3], ((1 + 6) / 2 + 0.5) / 8 - 0.5, atol=1e-7)  # centroid y
-    np.testing.assert_allclose(a[4], 0.0, atol=1e-7)                           # slant
+    np.testing.assert_allclose(a[1], 12 / 14, rtol=0, atol=tol[1])
+    np.testing.assert_allclose(a[2], (3 + 0.5) / 8 - 0.5, rtol=0, atol=tol[2])           # centroid x
+    np.testing.assert_allclose(a[3], ((1 + 6) / 2 + 0.5) / 8 - 0.5, rtol=0, atol=tol[3])  # centroid y
+    np.testing.assert_allclose(a[4], 0.0, rtol=0, atol=tol[4])                           # slant
 
 
 def test_shift_moves_centroid_only():
     img = _bar()
     shifted = np.roll(np.roll(img, 2, axis=1), -1, axis=0)
     a = compute_attributes(np.stack([img, shifted]), value_range=(0, 1))
-    np.testing.assert_allclose(a[1, 2] - a[0, 2], 2 / 8, atol=1e-6)
-    np.testing.assert_allclose(a[1, 3] - a[0, 3], -1 / 8, atol=1e-6)
-    np.testing.assert_allclose(a[1, [0, 1, 4]], a[0, [0, 1, 4]], atol=1e-6)
+    tol = _attribute_error(np.stack([img, shifted]))[0].sum(axis=0)   # a difference of two
+    np.testing.assert_allclose(a[1, 2] - a[0, 2], 2 / 8, rtol=0, atol=tol[2])
+    np.testing.assert_allclose(a[1, 3] - a[0, 3], -1 / 8, rtol=0, atol=tol[3])
+    assert np.all(np.abs(a[1, [0, 1, 4]] - a[0, [0, 1, 4]]) <= tol[[0, 1, 4]])
 
 
 def test_slant_of_diagonals_and_thick_bar():
     eye = np.eye(8, dtype=np.float32)                # "\": leans left as it goes up
     a = compute_attributes(np.stack([eye[::-1], eye]), value_range=(0, 1))
-    np.testing.assert_allclose(a[:, 4], [1.0, -1.0], atol=1e-6)   # "/" = +1, "\" = -1
+    tol = _attribute_error(np.stack([eye[::-1], eye]))[0][:, 4]
+    assert np.all(np.abs(a[:, 4] - [1.0, -1.0]) <= tol)          # "/" = +1, "\" = -1
     # Shear of 0.5 pixel per row, by hand: x = 3 + round-free half steps via two columns.
     img = np.zeros((8, 8))
     for i in range(8):
@@ -214,25 +287,43 @@ def test_slant_of_diagonals_and_thick_bar():
     cx, cy = (img * xx).sum() / m, (img * yy).sum() / m
     expected = -(img * (xx - cx) * (yy - cy)).sum() / (img * (yy - cy) ** 2).sum()
     got = compute_attributes(img[None], value_range=(0, 1))[0, 4]
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # expected is the same float64 formula: its error is the bound's float64 part
+    tol, _ = _attribute_error(img[None])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2 * tol[0, 4])
     assert 0.4 < got < 0.6
     # A bar 3 pixels wide and 6 long: thickness 2*18/(2*(6+3)) = 2.
     thick = np.zeros((8, 8))
     thick[1:7, 2:5] = 1.0
-    np.testing.assert_allclose(compute_attributes(thick[None], value_range=(0, 1))[0, 1], 2.0)
+    np.testing.assert_allclose(compute_attributes(thick[None], value_range=(0, 1))[0, 1], 2.0, rtol=0,
+                               atol=_attribute_error(thick[None])[0][0, 1])
 
 
 def test_attribute_input_forms_agree(rng):
     imgs = rng.uniform(0, 1, size=(4, 8, 8))
     ref = compute_attributes(imgs, value_range=(0, 1))
+    # The other forms give the same ink up to d per pixel: first order, the
+    # attributes move by sum_p |da / dx_p| d (central differences of step h,
+    # through kinks of |.| a secant slope, still a Lipschitz bound), plus both
+    # computations' own error.
+    own, _ = _attribute_error(imgs)
+    h = 1e-3
+    grad = np.zeros((4, 5))
+    for p in range(64):
+        e = np.zeros(64)
+        e[p] = h
+        e = e.reshape(8, 8)
+        grad += np.abs(compute_attributes(imgs + e, value_range=(0, 1)).astype(F64)
+                       - compute_attributes(imgs - e, value_range=(0, 1))) / (2 * h)
     u8 = np.round(imgs * 255).astype(np.uint8)
-    np.testing.assert_allclose(compute_attributes(u8), ref, atol=1e-2)      # default (0, 255)
-    signed = imgs * 2 - 1                                                   # default (-1, 1)
-    np.testing.assert_allclose(compute_attributes(signed), ref, rtol=1e-5, atol=1e-6)
+    quantised = grad * 0.5 / 255 + 2 * own                            # rounding to 1/255 steps
+    assert np.all(np.abs(compute_attributes(u8) - ref) <= quantised)  # default (0, 255)
+    signed = imgs * 2 - 1                                             # default (-1, 1)
+    recast = grad * 2 * gamma(1, F64) + 2 * own                       # (x + 1) / 2, a channel mean
+    assert np.all(np.abs(compute_attributes(signed) - ref) <= recast)
     rgb = np.repeat(imgs[..., None], 3, axis=-1)
-    np.testing.assert_allclose(compute_attributes(rgb, value_range=(0, 1)), ref, rtol=1e-5)
+    assert np.all(np.abs(compute_attributes(rgb, value_range=(0, 1)) - ref) <= recast)
     nchw = torch.from_numpy(signed[:, None])
-    np.testing.assert_allclose(compute_attributes(nchw, layout="NCHW"), ref, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(compute_attributes(nchw, layout="NCHW") - ref) <= recast)
     empty = compute_attributes(np.zeros((1, 8, 8)), value_range=(0, 1))
     np.testing.assert_array_equal(empty, np.zeros((1, 5), np.float32))
     with pytest.raises(ValueError, match="shape"):
@@ -246,16 +337,18 @@ def test_attribute_input_forms_agree(rng):
 def test_probabilities_are_logistic_zscores(rng):
     values = rng.standard_normal((50, 5)) * [1, 2, 3, 4, 5] + [1, 2, 3, 4, 5]
     ref = fit_reference(values)
-    np.testing.assert_allclose(ref.mean, values.mean(axis=0))
+    np.testing.assert_array_equal(ref.mean, values.mean(axis=0))            # the same numpy mean
     p = to_probabilities(values, ref)
     z = (values - values.mean(axis=0)) / values.std(axis=0)
-    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), rtol=1e-5)
+    # 0.5 (1 + tanh(z / 2)) there, 1 / (1 + exp(-z)) here: a few float64 roundings
+    # of numbers <= 2 (<= gamma(1) absolute), then the float32 result (u p)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), rtol=unit_roundoff(np.float32), atol=gamma(1, F64))
     assert p.dtype == np.float32 and np.all((p > 0) & (p < 1))
     huge = to_probabilities(np.full((1, 5), 1e6), AttributeReference(np.zeros(5), np.ones(5)))
     assert np.all(np.isfinite(huge))
     # The default reference is the real digits: their mean maps to 1/2.
     dref = digits_reference()
-    np.testing.assert_allclose(to_probabilities(dref.mean[None]), 0.5, atol=1e-6)
+    np.testing.assert_array_equal(to_probabilities(dref.mean[None]), 0.5)   # z = 0 exactly, tanh(0) = 0
     res = analytic_attributes(_bar()[None], value_range=(0, 1), probabilities=True)
     assert res.names == ATTRIBUTE_NAMES and res.values.shape == (1, 5)
     with pytest.raises(ValueError):
