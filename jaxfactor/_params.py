@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import jax
 import numpy as np
@@ -151,6 +152,8 @@ SHARED = {
                      InstanceOf(np.random.RandomState, np.random.Generator), JaxKey],
     "mesh": [Constant(None), InstanceOf(jax.sharding.Mesh)],
     "n_components": [Constant(None), Interval(int, 1, None)],
+    "checkpoint": [Constant(None), InstanceOf(str, os.PathLike, name="a path (str or os.PathLike)")],
+    "checkpoint_every": [Interval(int, 1, None)],
 }
 """The rule of every parameter that more than one estimator takes."""
 

@@ -9,8 +9,11 @@ quartet serves three needs:
   ``merge`` (a sum for most states, Chan's rule for moments);
 * resuming -- the state is what a checkpoint saves.
 
-``update`` functions are jitted by the caller (see :func:`fold`); they never
-touch Python-side state.
+``update`` functions are jitted (or call one jitted function); they never
+touch Python-side state. Library code feeds row sources to accumulators
+through one runner, :func:`jaxfactor.streaming.run_pass` (padding over a
+mesh, the in-flight bound, progress, checkpoints); :func:`fold` folds an
+iterable of in-memory blocks.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ __all__ = [
     "normal_product",
     "TSQRState",
     "tsqr",
+    "StackState",
+    "stack_rows",
+    "SumState",
+    "sum_rows",
     "InFlight",
     "fold",
     "map_blocks",
@@ -387,6 +394,123 @@ def tsqr(precision: str = "float32") -> Accumulator:
     return Accumulator(_tsqr_init, _TSQR_UPDATES[check_precision(precision)], _tsqr_merge, lambda s: s.r)
 
 
+# ------------------------------------------------ per-row maps and their sums
+
+
+class StackState(NamedTuple):
+    """State of :func:`stack_rows`.
+
+    Attributes:
+      operands: pytree of arrays passed to ``fn`` after the block.
+      rows: ``(n_rows, width)`` the results so far (zeros beyond ``cursor``).
+      cursor: ``()`` int32, the next row to write.
+    """
+
+    operands: Any
+    rows: jax.Array
+    cursor: jax.Array
+
+
+def _valid_count(block, n_valid):
+    return jnp.asarray(block.shape[0] if n_valid is None else n_valid, jnp.int32)
+
+
+def _stack_write(rows, cursor, operands, block, n_valid, *, fn):
+    out = fn(block, *operands).astype(rows.dtype)
+    count = _valid_count(block, n_valid)
+    at = jnp.arange(block.shape[0])
+    # padding rows go out of bounds and are dropped: the buffer needs no slack
+    index = jnp.where(at < count, cursor + at, rows.shape[0])
+    return rows.at[index].set(out, mode="drop"), cursor + count
+
+
+# the (n, width) buffer is donated, so each block writes its rows in place
+_stack_write_jit = jax.jit(_stack_write, static_argnames=("fn",), donate_argnums=(0,))
+
+
+def _stack_init(operands, n_rows, width, dtype=jnp.float32, start=0):
+    return StackState(operands, jnp.zeros((n_rows, width), dtype), jnp.asarray(start, jnp.int32))
+
+
+def _stack_update(fn, state, block, n_valid=None):
+    rows, cursor = _stack_write_jit(state.rows, state.cursor, state.operands, block, n_valid, fn=fn)
+    return state._replace(rows=rows, cursor=cursor)
+
+
+def _stack_merge(a, b):
+    # states over disjoint row ranges (b initialised with start = a's end): zeros elsewhere
+    return a._replace(rows=a.rows + b.rows, cursor=jnp.maximum(a.cursor, b.cursor))
+
+
+def stack_rows(fn: Callable[..., jax.Array]) -> Accumulator:
+    """Stack ``fn(X_b, *operands)`` of every block into one ``(n, width)`` array.
+
+    For per-row results a pass keeps, such as projections ``(X_b - 1 mean^T) V``
+    (whitened data, left factors, scores). ``init(operands, n_rows, width,
+    dtype=float32, start=0)`` allocates the ``(n_rows, width)`` result, rows
+    written from ``start`` on; the operands travel in the state so that one
+    compiled update serves every call. ``update(state, block, n_valid=None)``
+    writes the block's rows at the cursor in place (the buffer is donated:
+    the previous state's ``rows`` is consumed); with ``n_valid``, rows from
+    ``n_valid`` on are padding and are not written. ``merge`` adds two states
+    that cover disjoint row ranges.
+
+    Args:
+      fn: ``(block (b, p), *operands) -> (b, width)``, a module-level function
+        (static: it keys the compiled update).
+
+    Returns:
+      An :class:`Accumulator`; ``finalize`` returns the ``(n_rows, width)`` array.
+    """
+    return Accumulator(_stack_init, partial(_stack_update, fn), jax.jit(_stack_merge),
+                       lambda s: s.rows)
+
+
+class SumState(NamedTuple):
+    """State of :func:`sum_rows`: the operands of ``fn`` and the running sum."""
+
+    operands: Any
+    total: jax.Array
+
+
+def _sum_merge(a, b):
+    return a._replace(total=a.total + b.total)
+
+
+def _sum_update_impl(state, block, n_valid=None, *, fn):
+    out = fn(block, *state.operands)
+    if n_valid is not None:  # padding rows add nothing
+        out = jnp.where(_row_mask(block.shape[0], n_valid).reshape((-1,) + (1,) * (out.ndim - 1)),
+                        out, 0)
+    return _sum_merge(state, SumState(state.operands, jnp.sum(out, axis=0).astype(state.total.dtype)))
+
+
+_sum_update_jit = jax.jit(_sum_update_impl, static_argnames=("fn",))
+
+
+def _sum_init(operands, shape, dtype=jnp.float32):
+    return SumState(operands, jnp.zeros(shape, dtype))
+
+
+def sum_rows(fn: Callable[..., jax.Array]) -> Accumulator:
+    """Accumulate ``sum_i fn(X_b, *operands)[i]`` over every row of every block.
+
+    ``init(operands, shape, dtype=float32)`` starts a zero sum of ``shape``
+    (``fn``'s per-row result shape); ``update(state, block, n_valid=None)``
+    merges in the block's sum over its rows (with ``n_valid``, rows from
+    ``n_valid`` on are padding and add nothing); ``merge`` adds the sums.
+
+    Args:
+      fn: ``(block (b, p), *operands) -> (b, ...)``, a module-level function
+        (static: it keys the compiled update).
+
+    Returns:
+      An :class:`Accumulator`; ``finalize`` returns the sum.
+    """
+    return Accumulator(_sum_init, partial(_sum_update_jit, fn=fn), jax.jit(_sum_merge),
+                       lambda s: s.total)
+
+
 class InFlight:
     """Bound the number of blocks queued on the device.
 
@@ -405,7 +529,10 @@ class InFlight:
     def add(self, state) -> None:
         self.pending.append(state)
         if len(self.pending) > self.limit:
-            jax.block_until_ready(self.pending.pop(0))
+            # a buffer donated to a later update (stack_rows) is gone; its siblings
+            # come out of the same computation, so waiting on them is the same wait
+            jax.block_until_ready([leaf for leaf in jax.tree_util.tree_leaves(self.pending.pop(0))
+                                   if not (isinstance(leaf, jax.Array) and leaf.is_deleted())])
 
 
 def fold(acc: Accumulator, state: Any, blocks: Iterable[Any], *, in_flight: int = 2) -> Any:

@@ -45,6 +45,7 @@ Estimator: :class:`FastICA`, a drop-in for ``sklearn.decomposition.FastICA``.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -60,11 +61,12 @@ from ._linalg import symmetric_inverse_sqrt
 from ._policy import (DECORRELATIONS, WHITEN_SOLVERS, Plan, choose_decorrelation,
                       choose_whiten_range, choose_whiten_solver, platform_of)
 from ._status import iteration_status, report
-from .accumulate import centred_matmul, map_blocks
+from .accumulate import centred_matmul, stack_rows
 from .pca import pca_full
-from .randomized import randomized_svd, randomized_svd_source
+from .randomized import randomized_svd, range_params, svd_passes, svd_run
 from .sharding import shard_block, shard_rows
 from .sources import ArraySource, RowSource
+from .streaming import Pass, as_checkpoint, run_passes
 
 __all__ = [
     "WhiteningResult",
@@ -249,19 +251,23 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
 def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
                   method: str = "auto", n_oversamples: int | None = None,
                   n_iter: int | None = None, block_size: int | None = None,
-                  block_rows: int = 4096, dtype=jnp.float32,
+                  block_rows: int = 4096, dtype=jnp.float32, mesh=None,
+                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 16,
                   progress=None) -> WhiteningResult:
     """PCA whitening of data read as row blocks from a replayable source.
 
     The top-``k`` right singular vectors and singular values of the centred
-    data come from :func:`jaxfactor.randomized.randomized_svd_source` (passes
-    over row blocks; ``X`` is never held), then one more pass projects each
-    block: ``Z_b = sqrt(n) (X_b - 1 mean^T) Vt^T diag(1/s)``. The ``(n, k)``
-    whitened matrix is kept in host memory (``n k`` floats: 40 MB for
-    ``n = 10^4``, ``k = 1000``); peak memory otherwise stays at a few blocks
-    of ``block_rows x p`` plus the ``(p, basis)`` range-finder basis. As the
+    data come from the passes of :func:`jaxfactor.randomized.randomized_svd_source`
+    (:func:`jaxfactor.randomized.svd_passes`; ``X`` is never held), then one
+    more pass projects each block: ``Z_b = sqrt(n) (X_b - 1 mean^T) Vt^T
+    diag(1/s)`` (an :func:`~jaxfactor.accumulate.stack_rows` accumulator). The
+    ``(n, k)`` whitened matrix is kept (``n k`` floats: 40 MB for ``n = 10^4``,
+    ``k = 1000``); peak memory otherwise stays at a few blocks of
+    ``block_rows x p`` plus the ``(p, basis)`` range-finder basis. As the
     Rayleigh-Ritz vectors make ``X_c Vt^T diag(1/s)`` orthonormal, ``Z`` is
-    white up to rounding.
+    white up to rounding. All passes run through
+    :func:`jaxfactor.streaming.run_passes`, so they shard over ``mesh`` and
+    resume from ``checkpoint``.
 
     Args:
       source: a :class:`~jaxfactor.sources.RowSource` with ``n`` rows of width ``p``.
@@ -271,23 +277,49 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
         :func:`jaxfactor._policy.choose_whiten_range`).
       block_rows: rows per block.
       dtype: working dtype (float32 or float64).
-      progress: optional ``callback(stage, done_rows, total_rows)``.
+      mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`) to
+        split each block by rows over its devices, or ``None``.
+      checkpoint: path of a ``.npz`` checkpoint file, or ``None``. The state
+        is saved every ``checkpoint_every`` blocks and at each pass boundary;
+        a call with the same arguments after an interruption resumes from the
+        file and returns the same result as an uninterrupted call; the file
+        is removed at the end.
+      checkpoint_every: blocks between checkpoints.
+      progress: optional ``callback(stage, done_rows, total_rows)`` (stages
+        ``'sketch'``, ``'power'``, ``'project'``, ``'whiten'``).
 
     Returns:
       :class:`WhiteningResult` with ``white`` a ``(n, k)`` numpy array.
+
+    Raises:
+      ValueError: ``checkpoint`` holds a file of another run.
     """
     n, p = source.n_samples, source.n_features
     k = int(n_components)
     method, n_iter = choose_whiten_range(method, n_iter, n, p, k)
-    svd, _ = randomized_svd_source(source, k, key=key, method=method, n_oversamples=n_oversamples,
-                                   n_iter=n_iter, block_size=block_size, center=True,
-                                   block_rows=block_rows, dtype=dtype, progress=progress)
-    vt, scale = _signed_axes(svd.vt, svd.s, n)
-    parts = map_blocks(lambda b: _white_block(b, svd.mean, vt, scale), source, block_rows,
-                       dtype=dtype,
-                       progress=None if progress is None else partial(progress, "whiten"))
-    white = np.asarray(jnp.concatenate(parts, axis=0))
-    return WhiteningResult(white, vt, svd.s, svd.mean)
+    params = range_params(k, n, p, method=method, n_oversamples=n_oversamples, n_iter=n_iter,
+                          block_size=block_size)
+    common = dict(key=key, center=True, block_rows=block_rows, dtype=dtype)
+    stack = stack_rows(_white_block)
+
+    def axes(ctx):
+        return _signed_axes(ctx["svd.vt"], ctx["svd.s"], n)
+
+    def white_start(ctx):
+        vt, scale = axes(ctx)
+        return {"white": stack}, {"white": stack.init((ctx["svd.mean"], vt, scale), n, k, dtype)}
+
+    def white_finish(ctx, states):
+        return {**ctx, "white": stack.finalize(states["white"])}
+
+    passes = svd_passes(source, k, params, mesh=mesh, **common) + [
+        Pass("whiten", white_start, white_finish)]
+    ckpt = as_checkpoint(checkpoint, {**svd_run(source, k, params, **common), "whiten": True},
+                         checkpoint_every)
+    ctx = run_passes(source, passes, block_rows=block_rows, dtype=dtype, mesh=mesh,
+                     progress=progress, checkpoint=ckpt)
+    vt, _ = axes(ctx)
+    return WhiteningResult(np.asarray(ctx["white"]), vt, ctx["svd.s"], ctx["svd.mean"])
 
 
 # ------------------------------------------------------------------ contrasts
@@ -636,11 +668,19 @@ class FastICA(Factorizer):
         ``'eigh'`` or ``'newton-schulz'``.
       block_rows: rows per block when ``X`` is a row source.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
-        over which the rows of an in-memory ``X`` (randomized whitening) and
-        of the whitened data (the fixed-point iteration) are split; ``None``
-        runs on the default device, the mesh of size one.
+        over which the rows of ``X`` (randomized whitening of an in-memory
+        ``X``; every block of a row source) and of the whitened data (the
+        fixed-point iteration) are split; ``None`` runs on the default device,
+        the mesh of size one.
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
+      checkpoint: ``None`` or a path (``str`` or ``os.PathLike``) of a
+        ``.npz`` checkpoint file for the streaming whitening of a row source
+        (ignored for in-memory ``X``): a fit interrupted during the passes
+        over the rows and repeated with the same data and parameters resumes
+        from it and gives the same result; the file is removed when the
+        whitening completes. A file of another run is refused (``ValueError``).
+      checkpoint_every: int ``>= 1``, blocks between checkpoints.
 
     Attributes:
       components_: ``(k, p)`` unmixing matrix in feature space; the sources are
@@ -681,7 +721,7 @@ class FastICA(Factorizer):
                  whiten="unit-variance", max_iter=200, tol=1e-4, w_init=None,
                  whiten_solver="auto", method="auto", n_oversamples=None, n_iter=None,
                  block_size=None, decorrelation="auto", block_rows=4096, random_state=None,
-                 mesh=None):
+                 mesh=None, checkpoint=None, checkpoint_every=16):
         self.n_components = n_components
         self.algorithm = algorithm
         self.fun = fun
@@ -699,10 +739,12 @@ class FastICA(Factorizer):
         self.block_rows = block_rows
         self.random_state = random_state
         self.mesh = mesh
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     _parameter_constraints = {
         **P.shared("n_components", "max_iter", "tol", "n_oversamples", "n_iter", "block_size",
-                   "block_rows", "random_state", "mesh"),
+                   "block_rows", "random_state", "mesh", "checkpoint", "checkpoint_every"),
         "algorithm": [P.Options(*ALGORITHMS)],
         "fun": [P.Options(*CONTRASTS)],
         "fun_args": [P.Constant(None), P.Predicate(
@@ -774,7 +816,9 @@ class FastICA(Factorizer):
             kw = dict(key=key_whiten, method=self.method, n_oversamples=self.n_oversamples,
                       n_iter=self.n_iter, block_size=self.block_size)
             if source is not None:
-                res = whiten_source(source, k_req, block_rows=self.block_rows, dtype=dtype, **kw)
+                res = whiten_source(source, k_req, block_rows=self.block_rows, dtype=dtype,
+                                    mesh=mesh, checkpoint=self.checkpoint,
+                                    checkpoint_every=self.checkpoint_every, **kw)
                 solver = "randomized"
             elif solver == "randomized" and mesh is not None:
                 # mean-padded rows add nothing to the centred products; their whitened rows are 0

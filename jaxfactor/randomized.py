@@ -48,7 +48,6 @@ components within ``400 u`` degrees.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import partial
@@ -56,15 +55,15 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import accumulate
-from ._io import atomic_write
 from ._linalg import orthonormalize, svd_flip
-from .sharding import replicated, shard_block
+from .sharding import replicated
 from .sources import RowSource
+from .streaming import Pass, as_checkpoint, key_data, pack, run_passes, unpack
 
-__all__ = ["SVDResult", "RangeParams", "range_params", "randomized_svd", "randomized_svd_source"]
+__all__ = ["SVDResult", "RangeParams", "range_params", "randomized_svd", "randomized_svd_source",
+           "svd_passes", "svd_run", "svd_from_context"]
 
 
 class SVDResult(NamedTuple):
@@ -272,37 +271,109 @@ def _ritz_flip(r, basis, k):
     return s, vt
 
 
-def _save_checkpoint(path: str, fingerprint: str, stage: int, row: int, arrays: dict) -> None:
-    """Write the state atomically: a temporary file in the same directory,
-    then ``os.replace``, so a kill leaves either the old or the new file."""
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    atomic_write(path, lambda f: np.savez(f, __fingerprint__=np.array(fingerprint),
-                                          __stage__=np.array(stage), __row__=np.array(row), **arrays),
-                 suffix=".npz")
+def svd_run(source: RowSource, n_components: int, params: RangeParams, *, key: jax.Array,
+            center: bool, block_rows: int, dtype, precision: str = "float32") -> dict:
+    """What defines a run of :func:`svd_passes`, for its checkpoint's
+    :func:`~jaxfactor.streaming.fingerprint` (callers that add passes add their
+    own settings to it)."""
+    run = {"n": source.n_samples, "p": source.n_features, "k": n_components, "params": list(params),
+           "center": center, "block_rows": block_rows, "dtype": str(jnp.dtype(dtype)),
+           "key": key_data(key)}
+    if precision != "float32":  # (float32 keeps the fingerprint of earlier versions)
+        run["precision"] = precision
+    return run
 
 
-def _load_checkpoint(path: str, fingerprint: str):
-    """``(stage, row, arrays)`` from a checkpoint of the same run, else ``None``.
+def svd_passes(source: RowSource, n_components: int, params: RangeParams, *, key: jax.Array,
+               center: bool = True, block_rows: int = 4096, dtype=jnp.float32,
+               precision: str = "float32", mesh=None) -> list[Pass]:
+    """The ``params.n_iter + 1`` passes of :func:`randomized_svd_source`, for
+    :func:`jaxfactor.streaming.run_passes`.
 
-    Raises:
-      ValueError: the file belongs to a different run (data shape, sizes, key).
+    ``'sketch'`` (column moments and ``X^T X Omega``, corrected for the mean),
+    ``params.n_iter - 1`` times ``'power'`` (one application of the centred
+    normal operator each, the basis extended or replaced) and ``'project'``
+    (tall-skinny QR of ``X_c Q`` and the Rayleigh-Ritz step). Callers that
+    continue with passes of their own append them.
+
+    Args:
+      source: the row source (``n`` rows of width ``p``).
+      n_components: ``k``.
+      params: range-finder sizes from :func:`range_params`.
+      key, center, block_rows, dtype, precision, mesh: as for
+        :func:`randomized_svd_source`.
+
+    Returns:
+      The passes. The context after the last holds ``'svd.s'`` (``(k,)``),
+      ``'svd.vt'`` (``(k, p)``), ``'svd.mean'`` (``(p,)``, zeros when not
+      centred) and the column moments' state (``'moments.*'``); read them with
+      :func:`svd_from_context`.
     """
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        if str(f["__fingerprint__"]) != fingerprint:
-            raise ValueError(f"checkpoint {path!r} was written by a different run (other data shape, "
-                             f"component count, range-finder sizes or key); delete it or pass another path")
-        arrays = {k: jnp.asarray(f[k]) for k in f.files if not k.startswith("__")}
-        return int(f["__stage__"]), int(f["__row__"]), arrays
+    n, p = source.n_samples, source.n_features
+    dtype = jnp.dtype(dtype)
+    omega = jax.random.normal(key, (p, params.block_size), dtype)
+    if mesh is not None:
+        omega = jax.device_put(omega, replicated(mesh))
+    mom_acc = accumulate.moments(p, dtype=dtype)
+    prod_acc = accumulate.normal_product(precision)
+    qr_acc = accumulate.tsqr(precision)
+    krylov = params.method == "krylov"
+
+    def mean_of(ctx):
+        return ctx["moments.mean"] if center else jnp.zeros((p,), dtype)
+
+    def sketch_start(ctx):
+        shift = None
+        if center and precision != "float32":
+            # low precision: shift the uncentred first pass by the first block's mean,
+            # so the operands are rounded relative to the spread (corrected below)
+            shift = jnp.mean(jnp.asarray(source.read(0, min(block_rows, n)), dtype=dtype), axis=0)
+        return ({"moments": mom_acc, "product": prod_acc},
+                {"moments": mom_acc.init(), "product": prod_acc.init(omega, shift)})
+
+    def sketch_finish(ctx, states):
+        mom_state = states["moments"]
+        first = prod_acc.finalize(states["product"])
+        if center:  # (X - 1 c^T)^T (X - 1 c^T) = X_c^T X_c + n (mean - c)(mean - c)^T
+            first = _correct_uncentred(first, mom_state.mean - states["product"].mean,
+                                       mom_state.count, omega)
+        basis = _extend_basis_jit(None, first) if krylov else orthonormalize(first)
+        return {"basis": basis, "last": basis, **pack("moments", mom_state)}
+
+    def power_start(ctx):
+        return {"product": prod_acc}, {"product": prod_acc.init(ctx["last"], mean_of(ctx))}
+
+    def power_finish(ctx, states):
+        product = prod_acc.finalize(states["product"])
+        if krylov:
+            width = ctx["basis"].shape[1]
+            basis = _extend_basis_jit(ctx["basis"], product)
+            last = basis[:, width:]
+        else:
+            basis = last = orthonormalize(product)
+        return {**ctx, "basis": basis, "last": last}
+
+    def project_start(ctx):
+        basis = ctx["basis"][:, :params.basis_size]
+        return {"tsqr": qr_acc}, {"tsqr": qr_acc.init(basis, mean_of(ctx))}
+
+    def project_finish(ctx, states):
+        basis = ctx["basis"][:, :params.basis_size]
+        s, vt = _ritz_flip(qr_acc.finalize(states["tsqr"]), basis, n_components)
+        moments = {k: v for k, v in ctx.items() if k.startswith("moments.")}
+        return {**moments, "svd.s": s, "svd.vt": vt, "svd.mean": mean_of(ctx)}
+
+    return ([Pass("sketch", sketch_start, sketch_finish)]
+            + [Pass("power", power_start, power_finish)] * (params.n_iter - 1)
+            + [Pass("project", project_start, project_finish)])
 
 
-def _flatten(prefix: str, state) -> dict:
-    return {f"{prefix}.{name}": value for name, value in state._asdict().items()}
-
-
-def _unflatten(prefix: str, cls, arrays: dict):
-    return cls(**{name: arrays[f"{prefix}.{name}"] for name in cls._fields})
+def svd_from_context(context: dict) -> tuple[SVDResult, accumulate.Moments]:
+    """``(SVDResult, Moments)`` from the context after :func:`svd_passes`
+    (``u`` is ``None``; the moments with ``ddof=1``)."""
+    state = unpack("moments", accumulate.MomentsState, context)
+    mom = accumulate.moments(state.mean.shape[0], dtype=state.mean.dtype).finalize(state)
+    return SVDResult(None, context["svd.s"], context["svd.vt"], context["svd.mean"]), mom
 
 
 def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Array,
@@ -327,7 +398,8 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
     that ``.npz`` every ``checkpoint_every`` blocks and at each pass boundary.
     Calling again with the same arguments after an interruption resumes from
     the file and gives the same result as an uninterrupted run; the file is
-    removed when the run completes.
+    removed when the run completes. The passes are :func:`svd_passes`, run by
+    :func:`jaxfactor.streaming.run_passes`, which owns the checkpoint file.
 
     Over a device mesh (``mesh=``), each block is padded with zero rows to a
     multiple of the mesh size and placed split by rows over its devices
@@ -366,112 +438,10 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
     n, p = source.n_samples, source.n_features
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
-    dtype = jnp.dtype(dtype)
-    omega = jax.random.normal(key, (p, params.block_size), dtype)
-    mom_acc = accumulate.moments(p, dtype=dtype)
-    prod_acc = accumulate.normal_product(precision)
-    qr_acc = accumulate.tsqr(precision)
-    run = {"n": n, "p": p, "k": n_components, "params": list(params),
-           "center": center, "block_rows": block_rows, "dtype": str(dtype),
-           "key": np.asarray(jax.random.key_data(key)).tolist()}
-    if precision != "float32":  # (float32 keeps the fingerprint of earlier versions)
-        run["precision"] = precision
-    fingerprint = json.dumps(run)
-    if mesh is not None:
-        omega = jax.device_put(omega, replicated(mesh))
-
-    def place(tree):
-        """Accumulator states and factors: replicated over the mesh."""
-        return tree if mesh is None else jax.device_put(tree, replicated(mesh))
-    path = None if checkpoint is None else os.fspath(checkpoint)
-    saved = _load_checkpoint(path, fingerprint) if path else None
-    stage, row, arrays = saved if saved else (0, 0, {})
-    last_stage = params.n_iter  # 0: sketch, 1..n_iter-1: power, n_iter: project
-
-    def run_pass(stage_name, accs, states, start_row, context):
-        n_blocks = 0
-        queue = accumulate.InFlight(2)  # keep at most a few blocks alive (async dispatch)
-        for lo in range(start_row, n, block_rows):
-            hi = min(lo + block_rows, n)
-            if mesh is None:
-                block = jnp.asarray(source.read(lo, hi), dtype=dtype)
-                states = {name: accs[name].update(st, block) for name, st in states.items()}
-            else:
-                block, n_valid = shard_block(source.read(lo, hi), mesh, dtype=dtype)
-                states = {name: accs[name].update(st, block, n_valid) for name, st in states.items()}
-            queue.add(states)
-            n_blocks += 1
-            if progress is not None:
-                progress(stage_name, hi, n)
-            if path and n_blocks % checkpoint_every == 0 and hi < n:
-                flat = dict(context)
-                for name, st in states.items():
-                    flat.update(_flatten(name, st))
-                _save_checkpoint(path, fingerprint, stage_now[0], hi, flat)
-        return states
-
-    stage_now = [stage]
-    context = {k: v for k, v in arrays.items() if k in ("basis", "last") or k.startswith("moments.")}
-
-    def boundary(next_stage, ctx):
-        stage_now[0] = next_stage
-        if path:
-            _save_checkpoint(path, fingerprint, next_stage, 0, ctx)
-
-    if stage == 0:
-        if row:
-            states = {"moments": _unflatten("moments", accumulate.MomentsState, arrays),
-                      "product": _unflatten("product", accumulate.NormalProductState, arrays)}
-        else:
-            shift = None
-            if center and precision != "float32":
-                # low precision: shift the uncentred first pass by the first block's mean,
-                # so the operands are rounded relative to the spread (corrected below)
-                shift = jnp.mean(jnp.asarray(source.read(0, min(block_rows, n)), dtype=dtype), axis=0)
-            states = {"moments": mom_acc.init(), "product": prod_acc.init(omega, shift)}
-        states = place(states)
-        states = run_pass("sketch", {"moments": mom_acc, "product": prod_acc}, states, row, {})
-        mom_state = states["moments"]
-        mean = mom_state.mean if center else jnp.zeros((p,), dtype)
-        first = prod_acc.finalize(states["product"])
-        if center:  # (X - 1 c^T)^T (X - 1 c^T) = X_c^T X_c + n (mean - c)(mean - c)^T
-            first = _correct_uncentred(first, mean - states["product"].mean, mom_state.count, omega)
-        basis = _extend_basis_jit(None, first) if params.method == "krylov" else orthonormalize(first)
-        last = basis
-        context = {"basis": basis, "last": last, **_flatten("moments", mom_state)}
-        stage, row = 1, 0
-        boundary(stage, context)
-    context = place(context)
-    mom_state = _unflatten("moments", accumulate.MomentsState, context)
-    mean = mom_state.mean if center else place(jnp.zeros((p,), dtype))
-    basis, last = context["basis"], context["last"]
-
-    while stage < last_stage:
-        if row:
-            states = {"product": _unflatten("product", accumulate.NormalProductState, arrays)}
-        else:
-            states = {"product": prod_acc.init(last, mean)}
-        states = place(states)
-        states = run_pass("power", {"product": prod_acc}, states, row, context)
-        product = prod_acc.finalize(states["product"])
-        if params.method == "krylov":
-            width = basis.shape[1]
-            basis = _extend_basis_jit(basis, product)
-            last = basis[:, width:]
-        else:
-            basis = last = orthonormalize(product)
-        context = {**context, "basis": basis, "last": last}
-        stage, row = stage + 1, 0
-        boundary(stage, context)
-
-    basis = basis[:, :params.basis_size]
-    if row:
-        states = {"tsqr": _unflatten("tsqr", accumulate.TSQRState, arrays)}
-    else:
-        states = {"tsqr": qr_acc.init(basis, mean)}
-    states = place(states)
-    states = run_pass("project", {"tsqr": qr_acc}, states, row, context)
-    s, vt = _ritz_flip(qr_acc.finalize(states["tsqr"]), basis, n_components)
-    if path and os.path.exists(path):
-        os.remove(path)
-    return SVDResult(None, s, vt, mean), mom_acc.finalize(mom_state)
+    common = dict(key=key, center=center, block_rows=block_rows, dtype=dtype, precision=precision)
+    passes = svd_passes(source, n_components, params, mesh=mesh, **common)
+    ckpt = as_checkpoint(checkpoint, svd_run(source, n_components, params, **common),
+                         checkpoint_every)
+    context = run_passes(source, passes, block_rows=block_rows, dtype=dtype, mesh=mesh,
+                         progress=progress, checkpoint=ckpt)
+    return svd_from_context(context)

@@ -47,6 +47,7 @@ Estimator
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from functools import partial
 from typing import Callable, NamedTuple
@@ -61,11 +62,12 @@ from ._base import Factorizer
 from ._linalg import polar, project_l1_ball, varimax
 from ._policy import Plan, choose_reduced_rank, choose_svd_solver, platform_of, range_method_of
 from ._status import iteration_status, report
-from .accumulate import centred_matmul, map_blocks
+from .accumulate import centred_matmul, stack_rows, sum_rows
 from .pca import pca_full
-from .randomized import randomized_svd, randomized_svd_source
+from .randomized import randomized_svd, range_params, svd_from_context, svd_passes, svd_run
 from .sharding import shard_rows
 from .sources import ArraySource, RowSource
+from .streaming import Pass, as_checkpoint, pack, run_passes, unpack
 
 __all__ = ["SCAResult", "prs", "flip_skewness", "sca_iterate", "sca_iterate_reduced", "sca",
            "sca_source", "choose_reduced_rank", "SCA"]
@@ -453,11 +455,15 @@ def _left_factor(block, mean, vt, s):
 
 
 @jax.jit
-def _final_block(block, mean, y, q):
-    """Scores ``X_b,c Y`` and the per-column ``||X_b,c q_j||^2`` of one block."""
-    both = centred_matmul(block, mean, jnp.concatenate([y, q], axis=1))
-    k = y.shape[1]
-    return both[:, :k], jnp.sum(both[:, k:] ** 2, axis=0)
+def _scores_rows(block, mean, y):
+    """Scores ``X_b,c Y`` of one block."""
+    return centred_matmul(block, mean, y)
+
+
+@jax.jit
+def _captured_rows(block, mean, q):
+    """``(X_b,c q_j)^2`` per row; summed over all rows, ``||X_c q_j||^2``."""
+    return centred_matmul(block, mean, q) ** 2
 
 
 _span_basis_jit = jax.jit(_span_basis)
@@ -467,16 +473,21 @@ _assemble_jit = jax.jit(_assemble)
 def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_rank: int,
                gamma=None, tol=1e-5, max_iter: int = 1000, rotate: str = "varimax",
                varimax_start: str = "identity", block_rows: int = 4096,
-               dtype=jnp.float32) -> SCAResult:
+               dtype=jnp.float32, mesh=None, checkpoint: str | os.PathLike | None = None,
+               checkpoint_every: int = 16) -> SCAResult:
     """Sparse component analysis of rows read in blocks from a replayable source.
 
     The reduced variant (:func:`sca_iterate_reduced`) over a streaming
-    randomized SVD: ``randomized_svd_source`` (its ``n_iter + 1`` passes,
-    which also give the column moments), one pass for
-    ``U = X_c V diag(1/s)`` (``n x r``, in memory), the iteration on
-    ``U diag(s) V^T`` (no pass), one pass for the scores ``X_c Y`` and the
-    explained variance. Memory: ``O(block_rows p + (n + p) r)``; the
-    ``n x p`` matrix is never held.
+    randomized SVD: the ``n_iter + 1`` passes of ``randomized_svd_source``
+    (:func:`jaxfactor.randomized.svd_passes`, which also give the column
+    moments), one pass for ``U = X_c V diag(1/s)`` (``n x r``, stacked by
+    :func:`~jaxfactor.accumulate.stack_rows`), the iteration on ``U diag(s)
+    V^T`` (no pass), one pass for the scores ``X_c Y`` and the captured
+    variances ``||X_c q_j||^2`` (:func:`~jaxfactor.accumulate.sum_rows`).
+    Memory: ``O(block_rows p + (n + p) r)``; the ``n x p`` matrix is never
+    held. All passes run through :func:`jaxfactor.streaming.run_passes`, so
+    they shard over ``mesh`` and resume from ``checkpoint`` (the iteration's
+    result is saved at the boundary before the last pass).
 
     Args:
       source: a :class:`~jaxfactor.sources.RowSource` of ``n`` rows of width ``p``.
@@ -487,28 +498,61 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
       tol, max_iter, rotate, varimax_start: as for :func:`sca_iterate`.
       block_rows: rows per block.
       dtype: working dtype.
+      mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`) to
+        split each block by rows over its devices, or ``None``.
+      checkpoint: path of a ``.npz`` checkpoint file, or ``None``: the state
+        is saved every ``checkpoint_every`` blocks and at each pass boundary;
+        a call with the same arguments after an interruption resumes from it
+        and returns the same result as an uninterrupted call; the file is
+        removed at the end.
+      checkpoint_every: blocks between checkpoints.
 
     Returns:
       :class:`SCAResult` (``scores`` and ``z`` are ``(n, k)``, in memory).
+
+    Raises:
+      ValueError: ``checkpoint`` holds a file of another run.
     """
     n, p = source.n_samples, source.n_features
     k = n_components
     gamma = default_gamma(p, k) if gamma is None else gamma
-    svd, mom = randomized_svd_source(source, reduced_rank, key=key, center=True,
-                                     block_rows=block_rows, dtype=dtype)
-    mean, s, vt = svd.mean, svd.s, svd.vt
-    u = map_blocks(lambda b: _left_factor(b, mean, vt, s), source, block_rows, dtype=dtype)
-    u = jnp.concatenate(u, axis=0)
-    state = _iterate_factored_jit(u, s, vt, gamma, k, tol, max_iter, rotate, varimax_start, n)
-    del u
-    q, adds = _span_basis_jit(state.y)
-    parts = map_blocks(lambda b: _final_block(b, mean, state.y, q), source, block_rows, dtype=dtype)
-    scores = jnp.concatenate([sc for sc, _ in parts], axis=0)
-    captured = parts[0][1]
-    for _, c in parts[1:]:
-        captured = captured + c
+    params = range_params(reduced_rank, n, p)
+    common = dict(key=key, center=True, block_rows=block_rows, dtype=dtype)
+    stack, sums = stack_rows(_left_factor), sum_rows(_captured_rows)
+    scores_acc = stack_rows(_scores_rows)
+
+    def left_start(ctx):
+        operands = (ctx["svd.mean"], ctx["svd.vt"], ctx["svd.s"])
+        return {"u": stack}, {"u": stack.init(operands, n, reduced_rank, dtype)}
+
+    def left_finish(ctx, states):
+        u = stack.finalize(states["u"])
+        state = _iterate_factored_jit(u, ctx["svd.s"], ctx["svd.vt"], gamma, k, tol, max_iter,
+                                      rotate, varimax_start, n)
+        q, adds = _span_basis_jit(state.y)
+        return {**ctx, **pack("loop", state), "q": q, "adds": adds}
+
+    def final_start(ctx):
+        mean = ctx["svd.mean"]
+        return ({"scores": scores_acc, "captured": sums},
+                {"scores": scores_acc.init((mean, ctx["loop.y"]), n, k, dtype),
+                 "captured": sums.init((mean, ctx["q"]), (k,), dtype)})
+
+    def final_finish(ctx, states):
+        return {**ctx, "scores": scores_acc.finalize(states["scores"]),
+                "captured": sums.finalize(states["captured"])}
+
+    passes = svd_passes(source, reduced_rank, params, mesh=mesh, **common) + [
+        Pass("left", left_start, left_finish), Pass("final", final_start, final_finish)]
+    run = {**svd_run(source, reduced_rank, params, **common),
+           "sca": {"k": k, "gamma": float(gamma), "tol": float(tol), "max_iter": int(max_iter),
+                   "rotate": rotate, "varimax_start": varimax_start}}
+    ctx = run_passes(source, passes, block_rows=block_rows, dtype=dtype, mesh=mesh,
+                     checkpoint=as_checkpoint(checkpoint, run, checkpoint_every))
+    _, mom = svd_from_context(ctx)
     total = jnp.sum(mom.variance) * max(n - 1, 1)
-    return _assemble_jit(state, mean, scores, captured, adds, total, tol)
+    return _assemble_jit(unpack("loop", _LoopState, ctx), ctx["svd.mean"], ctx["scores"],
+                         ctx["captured"], ctx["adds"], total, tol)
 
 
 def default_gamma(n_features: int, n_components: int) -> float:
@@ -599,9 +643,17 @@ class SCA(Factorizer):
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
         to split the rows of an in-memory ``X`` over its devices (padded to
         a multiple of the mesh size with the column mean; the padding
-        changes nothing); ``None`` runs on the default device.
+        changes nothing), or each block of a row source (zero-padded, the
+        padding masked out); ``None`` runs on the default device.
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
+      checkpoint: ``None`` or a path (``str`` or ``os.PathLike``) of a
+        ``.npz`` checkpoint file for the fit of a row source (ignored for
+        in-memory ``X``): a fit interrupted during its passes over the rows
+        and repeated with the same data and parameters resumes from it and
+        gives the same result; the file is removed when the fit completes. A
+        file of another run is refused (``ValueError``).
+      checkpoint_every: int ``>= 1``, blocks between checkpoints.
 
     Attributes:
       components_: ``(k, p)`` sparse loadings (``Y^T``), ordered by explained
@@ -622,7 +674,8 @@ class SCA(Factorizer):
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
                  tol=1e-5, reduced_rank=None, svd_solver="auto", varimax_start="identity",
-                 block_rows=4096, mesh=None, random_state=None):
+                 block_rows=4096, mesh=None, random_state=None, checkpoint=None,
+                 checkpoint_every=16):
         self.n_components = n_components
         self.gamma = gamma
         self.rotate = rotate
@@ -634,9 +687,12 @@ class SCA(Factorizer):
         self.block_rows = block_rows
         self.mesh = mesh
         self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     _parameter_constraints = {
-        **P.shared("n_components", "max_iter", "tol", "block_rows", "mesh", "random_state"),
+        **P.shared("n_components", "max_iter", "tol", "block_rows", "mesh", "random_state",
+                   "checkpoint", "checkpoint_every"),
         "gamma": [P.Constant(None), P.Interval(float, 0, None, closed="neither")],
         "rotate": [P.Options(*ROTATIONS)],
         "reduced_rank": [P.Constant(None), P.Options("auto"), P.Interval(int, 1, None)],
@@ -671,7 +727,8 @@ class SCA(Factorizer):
                       rotate=self.rotate, varimax_start=self.varimax_start)
         if source is not None:
             res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
-                             dtype=dtype, **common)
+                             dtype=dtype, mesh=self.mesh, checkpoint=self.checkpoint,
+                             checkpoint_every=int(self.checkpoint_every), **common)
         else:
             if self.mesh is not None:
                 # rows equal to the mean: zero in every centred product

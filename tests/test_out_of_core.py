@@ -1,9 +1,13 @@
 """Fitting from a .npy file several times larger than the memory the fit may use."""
 import textwrap
 
+import jax
 import numpy as np
 
-from tests.helpers import ROOT, grown_mb, run_json_script, write_npy
+from jaxfactor.randomized import range_params
+from tests.helpers import ROOT, grown_mb, principal_angles_deg, run_json_script, write_npy
+from tests.test_randomized import float64_rerun
+from tests.tolerances import randomized_angle_bound_deg
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -35,9 +39,12 @@ def test_streaming_pca_on_a_file_keeps_memory_at_block_size(tmp_path, rng):
     # sizeable part of the file (before blocks were throttled it held about 70% of it)
     block_mb = 512 * p * 4 / 2**20
     assert grown < 12 * block_mb and grown < 0.4 * file_mb, (grown, file_mb)
-    # and the answer is right: compare with the in-memory exact PCA
-    data = np.load(path)
-    ref = np.linalg.svd(data[:, :] - data.mean(0), full_matrices=False)[2][:8]
+    # and the answer is right: compare with the in-memory exact PCA, up to the range
+    # finder's own error (its float64 rerun with the same start block) and rounding
+    data = np.load(path).astype(np.float64)
+    ref = np.linalg.svd(data - data.mean(0), full_matrices=False)[2][:8]
     comps = np.asarray(out["components"])
-    cos = np.linalg.svd(comps @ ref.T, compute_uv=False)
-    assert cos.min() > 0.999
+    _, rerun = float64_rerun(data, 8, jax.random.key(0))
+    bound = (principal_angles_deg(rerun, ref).max()
+             + randomized_angle_bound_deg(data, 8, range_params(8, n, p).basis_size, block_rows=512))
+    assert principal_angles_deg(comps, ref).max() <= bound
