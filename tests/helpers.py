@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from jaxfactor.sources import RowSource
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
@@ -103,3 +105,23 @@ def captured_variance(x, components):
     x = np.asarray(x, np.float64)
     q = np.linalg.qr(np.asarray(components, np.float64).T)[0]
     return float(np.sum(((x - x.mean(axis=0)) @ q) ** 2) / (x.shape[0] - 1))
+
+
+class KilledSource(RowSource):
+    """Rows of ``x``; the first time row ``fail_at`` of pass ``fail_pass`` (1-based)
+    is asked for, raises ``KeyboardInterrupt`` (a kill). Counts the passes."""
+
+    def __init__(self, x, fail_at=None, fail_pass=None):
+        self.x, self.fail_at, self.fail_pass = x, fail_at, fail_pass
+        self.n_samples, self.n_features = x.shape
+        self.dtype = x.dtype
+        self.passes = 0
+        self.failed = False
+
+    def read(self, start, stop):
+        if start == 0:
+            self.passes += 1
+        if not self.failed and self.passes == self.fail_pass and start == self.fail_at:
+            self.failed = True
+            raise KeyboardInterrupt("simulated kill")
+        return self.x[start:stop]

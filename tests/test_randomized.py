@@ -9,7 +9,7 @@ from jaxfactor import accumulate
 from jaxfactor.randomized import randomized_svd, randomized_svd_source, range_basis, range_params
 from jaxfactor.sources import ArraySource
 
-from .helpers import low_rank_data, principal_angles_deg
+from .helpers import KilledSource, low_rank_data, principal_angles_deg
 from .tolerances import (LAMBDA, assert_within, blocked_moments_error, gamma, normal_operator_error,
                          orthonormality_error, randomized_angle_bound_deg, rayleigh_ritz_error)
 
@@ -165,36 +165,13 @@ def test_full_width_basis_is_exact(rng):
     assert_within(r.s, s, rayleigh_ritz_error(x, 20, centred=False))
 
 
-class _FlakySource:
-    """Rows of ``x``; raises once when row ``fail_at`` is requested in pass ``fail_pass``."""
-
-    def __init__(self, x, fail_at, fail_pass):
-        self.x, self.fail_at, self.fail_pass = x, fail_at, fail_pass
-        self.n_samples, self.n_features = x.shape
-        self.dtype = x.dtype
-        self.passes = 0
-        self.failed = False
-
-    def read(self, start, stop):
-        if start == 0:
-            self.passes += 1
-        if not self.failed and self.passes == self.fail_pass and start == self.fail_at:
-            self.failed = True
-            raise KeyboardInterrupt("simulated kill")
-        return self.x[start:stop]
-
-    def blocks(self, block_rows):
-        for lo in range(0, self.n_samples, block_rows):
-            yield self.read(lo, min(lo + block_rows, self.n_samples))
-
-
 @pytest.mark.parametrize("fail_pass", [1, 3, 6])
 def test_resume_after_interruption_gives_the_same_result(rng, tmp_path, fail_pass):
     x = low_rank_data(rng, 400, 60, 8)
     kw = dict(key=jax.random.key(2), block_rows=50, n_iter=5, checkpoint_every=2)
     ref, ref_mom = randomized_svd_source(ArraySource(x), 5, **kw)
     ckpt = tmp_path / "run.npz"
-    flaky = _FlakySource(x, fail_at=250, fail_pass=fail_pass)
+    flaky = KilledSource(x, fail_at=250, fail_pass=fail_pass)
     with pytest.raises(KeyboardInterrupt):
         randomized_svd_source(flaky, 5, checkpoint=ckpt, **kw)
     assert ckpt.exists()
@@ -208,7 +185,7 @@ def test_resume_after_interruption_gives_the_same_result(rng, tmp_path, fail_pas
 def test_checkpoint_of_another_run_is_refused(rng, tmp_path):
     x = low_rank_data(rng, 200, 30, 5)
     ckpt = tmp_path / "run.npz"
-    flaky = _FlakySource(x, fail_at=100, fail_pass=2)
+    flaky = KilledSource(x, fail_at=100, fail_pass=2)
     with pytest.raises(KeyboardInterrupt):
         randomized_svd_source(flaky, 4, key=jax.random.key(0), block_rows=50, checkpoint=ckpt,
                               checkpoint_every=1)

@@ -11,29 +11,10 @@ from jaxfactor import accumulate as A
 from jaxfactor import streaming as S
 from jaxfactor._params import InvalidParameterError
 from jaxfactor.sharding import row_mesh
-from jaxfactor.sources import ArraySource, RowSource
+from jaxfactor.sources import ArraySource
 
+from .helpers import KilledSource
 from .tolerances import assert_within, blocked_moments_error, gamma
-
-
-class KilledSource(RowSource):
-    """Rows of ``x``; the first time row ``fail_at`` of pass ``fail_pass`` (1-based)
-    is asked for, raises ``KeyboardInterrupt`` (a kill). Counts the passes."""
-
-    def __init__(self, x, fail_at=None, fail_pass=None):
-        self.x, self.fail_at, self.fail_pass = x, fail_at, fail_pass
-        self.n_samples, self.n_features = x.shape
-        self.dtype = x.dtype
-        self.passes = 0
-        self.failed = False
-
-    def read(self, start, stop):
-        if start == 0:
-            self.passes += 1
-        if not self.failed and self.passes == self.fail_pass and start == self.fail_at:
-            self.failed = True
-            raise KeyboardInterrupt("simulated kill")
-        return self.x[start:stop]
 
 
 def _mixed(rng, n=300, p=20, k=4):
