@@ -289,7 +289,7 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
         ``'sketch'``, ``'power'``, ``'project'``, ``'whiten'``).
 
     Returns:
-      :class:`WhiteningResult` with ``white`` a ``(n, k)`` numpy array.
+      :class:`WhiteningResult` (``white`` stays on the device, as :func:`whiten`'s).
 
     Raises:
       ValueError: ``checkpoint`` holds a file of another run.
@@ -319,7 +319,7 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
     ctx = run_passes(source, passes, block_rows=block_rows, dtype=dtype, mesh=mesh,
                      progress=progress, checkpoint=ckpt)
     vt, _ = axes(ctx)
-    return WhiteningResult(np.asarray(ctx["white"]), vt, ctx["svd.s"], ctx["svd.mean"])
+    return WhiteningResult(ctx["white"], vt, ctx["svd.s"], ctx["svd.mean"])
 
 
 # ------------------------------------------------------------------ contrasts
@@ -811,15 +811,18 @@ class FastICA(Factorizer):
             range_method = (None, None)
         else:
             k_req = rank_limit if k is None else k
-            solver = choose_whiten_solver(self.whiten_solver, n, p, k_req, source is None)
+            solver = ("randomized" if source is not None else
+                      choose_whiten_solver(self.whiten_solver, n, p, k_req, True))
+            # the range finder is chosen here, once, and recorded in plan_
+            range_method = (choose_whiten_range(self.method, self.n_iter, n, p, k_req)
+                            if solver == "randomized" else (None, None))
             w_user = self._check_w_init(k_req, dtype) if k is not None else None
-            kw = dict(key=key_whiten, method=self.method, n_oversamples=self.n_oversamples,
-                      n_iter=self.n_iter, block_size=self.block_size)
+            kw = dict(key=key_whiten, method=range_method[0], n_oversamples=self.n_oversamples,
+                      n_iter=range_method[1], block_size=self.block_size)
             if source is not None:
                 res = whiten_source(source, k_req, block_rows=self.block_rows, dtype=dtype,
                                     mesh=mesh, checkpoint=self.checkpoint,
                                     checkpoint_every=self.checkpoint_every, **kw)
-                solver = "randomized"
             elif solver == "randomized" and mesh is not None:
                 # mean-padded rows add nothing to the centred products; their whitened rows are 0
                 xs, _ = shard_rows(arr, mesh)
@@ -847,8 +850,6 @@ class FastICA(Factorizer):
             k = k_req
             white = res.white
             self.whiten_solver_ = solver
-            range_method = (choose_whiten_range(self.method, self.n_iter, n, p, k_req)
-                            if solver == "randomized" else (None, None))
 
         # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
         white_iter = white if mesh is None else shard_block(white, mesh)[0]
@@ -871,19 +872,17 @@ class FastICA(Factorizer):
                                      unit_variance=self.whiten == "unit-variance")
             mean = res.mean
         ordered = _order_and_sign(*parts)
-        unmixing, mixing, directions = ordered.unmixing, ordered.mixing, ordered.directions
-        explained, order, signs = ordered.explained, ordered.order, ordered.signs
-        self.components_ = np.asarray(unmixing)
-        self.mixing_ = np.asarray(mixing)
-        self.directions_ = np.asarray(directions)
-        self.explained_variance_ = np.asarray(explained) * (n / max(n - 1, 1))
+        self.components_ = np.asarray(ordered.unmixing)
+        self.mixing_ = np.asarray(ordered.mixing)
+        self.directions_ = np.asarray(ordered.directions)
+        self.explained_variance_ = np.asarray(ordered.explained) * (n / max(n - 1, 1))
         self.mean_ = np.asarray(mean)
         if self.whiten is not False:
             self.whitening_ = np.asarray(res.components) / np.asarray(res.singular_values)[:, None]
         elif hasattr(self, "whitening_"):
             del self.whitening_
         self.n_components_ = int(k)
-        self._unmixing = np.asarray(result.w)[np.asarray(order)] * np.asarray(signs)[:, None]
+        self._unmixing = np.asarray(result.w)[ordered.order] * ordered.signs[:, None]
         return self
 
     # ------------------------------------------------------------- transforms
