@@ -723,6 +723,9 @@ class SCA(Factorizer):
         arr, source, n, p, dtype, _ = self._intake_rows(X)
         k, gamma, rank = self._check_params(n, p, in_memory=source is None)
         key = V.check_random_state_key(self.random_state)
+        # the initial SVD is chosen here, once, and recorded in plan_
+        solver = ("streaming" if source is not None else "randomized" if rank is not None
+                  else choose_svd_solver(self.svd_solver, n, p, k, True))
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start)
         if source is not None:
@@ -733,7 +736,7 @@ class SCA(Factorizer):
             if self.mesh is not None:
                 # rows equal to the mean: zero in every centred product
                 arr, _ = shard_rows(arr, self.mesh)
-            res = sca(arr, k, reduced_rank=rank, svd_solver=self.svd_solver, n_rows=n, **common)
+            res = sca(arr, k, reduced_rank=rank, svd_solver=solver, n_rows=n, **common)
         res = jax.block_until_ready(res)  # inside fit's BLAS thread limit
         self.components_ = np.asarray(res.loadings).T.copy()
         self.mean_ = np.asarray(res.mean)
@@ -744,8 +747,6 @@ class SCA(Factorizer):
         self.objective_ = float(res.objective)
         self.n_iter_ = int(res.n_iter)
         self.reduced_rank_ = rank
-        solver = ("streaming" if source is not None else "randomized" if rank is not None
-                  else choose_svd_solver(self.svd_solver, n, p, k, True))
         self.plan_ = Plan(solver, *range_method_of(solver, "krylov", None), reduced_rank=rank,
                           platform=platform_of(self.mesh))
         self.converged_ = bool(res.converged)
