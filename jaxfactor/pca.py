@@ -26,10 +26,11 @@ from ._base import Factorizer
 from ._linalg import svd_flip
 from ._policy import (DIRECT_MAX_ENTRIES, SOLVERS, Plan, choose_svd_solver, platform_of,
                       range_method_of)
-from .accumulate import PRECISIONS, centred_matmul, fold, moments
+from .accumulate import PRECISIONS, centred_matmul, moments
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import shard_rows
 from .sources import ArraySource, RowSource
+from .streaming import run_pass
 
 __all__ = ["PCAResult", "pca_full", "PCA", "transform", "inverse_transform"]
 
@@ -122,8 +123,9 @@ def pca_full(source: RowSource, n_components: int | None = None, *, block_rows: 
         return _finish(vt, ev, n, mean, total, k, rank)
     if n >= p:
         acc = moments(p, covariance=True, dtype=dtype)
-        blocks = (jnp.asarray(b, dtype=dtype) for b in source.blocks(block_rows))
-        mom = acc.finalize(fold(acc, acc.init(), blocks))
+        states = run_pass(source, {"moments": acc}, {"moments": acc.init()},
+                          block_rows=block_rows, dtype=dtype)
+        mom = acc.finalize(states["moments"])
         ev, vt = _eigh_descending(mom.covariance)
         total = jnp.sum(mom.variance)
         return _finish(vt, ev, n, mom.mean, total, k, rank)
