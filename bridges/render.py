@@ -74,19 +74,21 @@ def _steps(directions: np.ndarray, alphas: np.ndarray, units: str, scales) -> np
     return (alphas * length)[:, None] * unit
 
 
-def _run(adapter, z, steps, space, layers, batch_size, drange):
-    out = []
+def _batched(adapter, n, batch_size, image_of):
+    """``concatenate([image_of(lo, hi) for each batch])`` in eval and inference mode."""
     with torch.inference_mode(), _eval_mode(adapter.module):
-        for lo in range(0, z.shape[0], batch_size):
-            zb = z[lo:lo + batch_size]
-            if steps is None:
-                img = adapter.forward(zb)
-            else:
-                sb = torch.as_tensor(steps[lo:lo + batch_size], dtype=torch.float32,
-                                     device=zb.device)
-                img = adapter.forward_edited(zb, sb, space, layers)
-            out.append(to_uint8(img, drange))
-    return np.concatenate(out)
+        return np.concatenate([image_of(lo, min(lo + batch_size, n))
+                               for lo in range(0, n, batch_size)])
+
+
+def _run(adapter, z, steps, space, layers, batch_size, drange):
+    def image_of(lo, hi):
+        if steps is None:
+            return to_uint8(adapter.forward(z[lo:hi]), drange)
+        sb = torch.as_tensor(steps[lo:hi], dtype=torch.float32, device=z.device)
+        return to_uint8(adapter.forward_edited(z[lo:hi], sb, space, layers), drange)
+
+    return _batched(adapter, z.shape[0], batch_size, image_of)
 
 
 def render(G, z, *, batch_size: int = 32, drange=(-1.0, 1.0)) -> np.ndarray:
@@ -115,14 +117,14 @@ def render_codes(G, codes, *, space: str = "z", batch_size: int = 256) -> np.nda
         raise ValueError(f"render_codes renders codes in 'z' or 'w', not {space!r}")
     t = codes if isinstance(codes, torch.Tensor) else torch.from_numpy(np.asarray(codes, np.float32))
     t = t.to(dtype=torch.float32, device=adapter.device)
-    out = []
-    with torch.inference_mode(), _eval_mode(adapter.module):
-        for lo in range(0, t.shape[0], batch_size):
-            b = t[lo:lo + batch_size]
-            img = (adapter.forward(b) if space == "z"
-                   else adapter.synthesize(b[:, None].repeat(1, adapter.num_ws, 1)))
-            out.append(img.clamp(-1, 1).permute(0, 2, 3, 1).float().cpu().numpy())
-    return np.ascontiguousarray(np.concatenate(out))
+
+    def image_of(lo, hi):
+        b = t[lo:hi]
+        img = (adapter.forward(b) if space == "z"
+               else adapter.synthesize(b[:, None].repeat(1, adapter.num_ws, 1)))
+        return img.clamp(-1, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+
+    return np.ascontiguousarray(_batched(adapter, t.shape[0], batch_size, image_of))
 
 
 def edit_samples(G, z, directions, alphas, *, units: str = "std", scales=None, space: str = "z",
