@@ -297,10 +297,15 @@ def check_source(source, name: str = "X", *, min_samples: int = 1,
     return CheckedRows(source, name)
 
 
+def _fitted_names(estimator) -> list[str]:
+    """The fitted attributes: public names ending in ``_`` (scikit-learn's rule)."""
+    return [a for a in vars(estimator) if a.endswith("_") and not a.startswith("_")]
+
+
 def clear_fitted(estimator) -> None:
-    """Delete every fitted attribute (public names ending in ``_``): a fit
-    that fails leaves the estimator unfitted, never half-fitted."""
-    for attr in [a for a in vars(estimator) if a.endswith("_") and not a.startswith("_")]:
+    """Delete every fitted attribute: a fit that fails leaves the estimator
+    unfitted, never half-fitted."""
+    for attr in _fitted_names(estimator):
         delattr(estimator, attr)
 
 
@@ -308,9 +313,8 @@ def check_fitted_finite(estimator) -> None:
     """Raise ``ValueError`` when a fitted attribute holds NaN or inf, and
     leave ``estimator`` unfitted (the float arithmetic overflowed: finite
     input whose squares exceed the working dtype's range)."""
-    fitted = [a for a in vars(estimator) if a.endswith("_") and not a.startswith("_")]
     bad = []
-    for attr in fitted:
+    for attr in _fitted_names(estimator):
         value = getattr(estimator, attr)
         if isinstance(value, (float, np.floating, np.ndarray, jax.Array)):
             arr = np.asarray(value)

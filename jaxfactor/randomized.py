@@ -276,12 +276,9 @@ def svd_run(source: RowSource, n_components: int, params: RangeParams, *, key: j
     """What defines a run of :func:`svd_passes`, for its checkpoint's
     :func:`~jaxfactor.streaming.fingerprint` (callers that add passes add their
     own settings to it)."""
-    run = {"n": source.n_samples, "p": source.n_features, "k": n_components, "params": list(params),
-           "center": center, "block_rows": block_rows, "dtype": str(jnp.dtype(dtype)),
-           "key": key_data(key)}
-    if precision != "float32":  # (float32 keeps the fingerprint of earlier versions)
-        run["precision"] = precision
-    return run
+    return {"n": source.n_samples, "p": source.n_features, "k": n_components,
+            "params": list(params), "center": center, "block_rows": block_rows,
+            "dtype": str(jnp.dtype(dtype)), "key": key_data(key), "precision": precision}
 
 
 def svd_passes(source: RowSource, n_components: int, params: RangeParams, *, key: jax.Array,

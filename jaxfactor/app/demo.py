@@ -87,7 +87,6 @@ class _Builtin:
         self._analytic = analytic_attributes
         self._sample_z = sample_z
         self._render_codes = render_codes
-        self.num_ws = self.adapter.num_ws
 
     def w_of(self, seed: int, n: int) -> np.ndarray:
         z = self.torch.from_numpy(self._sample_z(seed, 0, n, self.adapter.z_dim))
