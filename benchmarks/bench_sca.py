@@ -65,7 +65,7 @@ METHODS = ["sklearn_minibatch", "jaxfactor_sca", "jaxfactor_sca_matched",
 def fit_once(method, x, k, gamma=None):
     """Fit once; returns ``(components (k, p), extra info dict)``."""
     if method.startswith("jaxfactor"):
-        from jaxfactor.sca import SCA
+        from jaxfactor import SCA
 
         if method == "jaxfactor_sca_reference":
             model = SCA(k, reduced_rank=None, varimax_start="identity", random_state=0)
@@ -130,7 +130,7 @@ def explained_share(x, comps, mean, total):
 
 def pca_share(x, k):
     """Top-k PCA share of variance (jaxfactor randomized PCA, as the optimum)."""
-    from jaxfactor.pca import PCA
+    from jaxfactor import PCA
 
     pca = PCA(k, solver="randomized", random_state=0).fit(x)
     return float(np.sum(pca.explained_variance_ratio_))
@@ -141,7 +141,7 @@ def search_gamma(data_path, k, target, out_file, fits):
     """Smallest budget (on a log grid, by bisection) whose fit explains at least
     ``target``; prints the fits as JSON. ``c = gamma / (k sqrt(p))`` lies in
     ``[1/sqrt(k), 1]``: the default budget and the inactive one."""
-    from jaxfactor.sca import SCA
+    from jaxfactor import SCA
 
     x = np.ascontiguousarray(np.load(data_path, mmap_mode="r"))
     p = x.shape[1]

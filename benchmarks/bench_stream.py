@@ -88,7 +88,7 @@ def _stream(n, batch_size, **kw):
 def worker(variant: str, cfg: dict, outdir: str) -> dict:
     import jax
 
-    from jaxfactor.pca import PCA
+    from jaxfactor import PCA
 
     n, k, block_rows, batch = cfg["n"], cfg["k"], cfg["block_rows"], cfg["batch_size"]
     res = {"variant": variant}

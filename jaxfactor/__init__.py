@@ -1,18 +1,20 @@
 """jaxfactor: factorization kernels in JAX for semantic edit directions in GAN latents."""
 from ._extras import MissingExtraError
 from ._validation import ConvergenceWarning, NotFittedError
-from .directions import Directions, DirectionsFileError, load_directions, save_directions
-from .ica import FastICA
+from .directions import (
+    Directions,
+    DirectionsFileError,
+    load_directions,
+    save_directions,
+)
+from .estimators import PCA, SCA, FastICA, SeFa
 from .lifting import LiftResult, lift, lift_directions
 from .metrics.amari import amari_distance, match_sources
 from .metrics.frechet import frechet_distance, frechet_distance_from_features
 from .metrics.protocols import edit_fid
 from .metrics.walks import walk_predictions, walk_scores
-from .pca import PCA
 from .randomized import randomized_svd, randomized_svd_source
-from .sca import SCA
 from .sharding import row_mesh
-from .sefa import SeFa
 from .sources import ArraySource, CallableSource, NpySource, RowSource
 
 __version__ = "0.1.0"

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 SOLVERS = ("auto", "full", "randomized", "streaming")
 
 
@@ -191,6 +193,21 @@ def choose_decorrelation(decorrelation: str, platform: str) -> str:
     if decorrelation != "auto":
         return decorrelation
     return "eigh" if platform == "cpu" else "newton-schulz"
+
+
+def whitening_rank_floor(dtype, n_samples: int, n_features: int, solver: str) -> float:
+    """FastICA's numerical-rank floor, relative to the largest singular value.
+
+    A whitening singular value below ``floor * s_max`` counts as zero. ``eigh``
+    of the covariance has eigenvalue errors ``~ eps p lambda_max``, so a
+    singular value is above zero beyond ``sqrt(eps min(n, p)) s_max`` (twice
+    that for margin; ``docs/ica_notes.md``); SVD-based solvers resolve down to
+    ``eps max(n, p)`` (ten times that).
+    """
+    eps = float(np.finfo(dtype).eps)
+    if solver == "eigh":
+        return float(np.sqrt(eps * min(n_samples, n_features))) * 2
+    return eps * max(n_samples, n_features) * 10
 
 
 # ------------------------------------------------------------------ SCA

@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA as SkPCA
 
 from bridges.activations import ActivationStream, capture
 from bridges.generators import FastGANAdapter, StyleGANAdapter, sample_z
-from jaxfactor.pca import PCA
+from jaxfactor import PCA
 from jaxfactor.randomized import range_params
 from jaxfactor.sources import RowSource
 

@@ -69,10 +69,10 @@ SETTINGS = {"deadline": None, "derandomize": True, "database": None,
 # The kernels each estimator hands its validated input to (looked up as module
 # globals at call time, so patching them here intercepts the estimators' calls).
 KERNELS = {
-    "jaxfactor.pca": ("pca_full", "randomized_svd", "randomized_svd_source"),
-    "jaxfactor.ica": ("whiten", "whiten_source", "fastica"),
-    "jaxfactor.sca": ("sca", "sca_source"),
-    "jaxfactor.sefa": ("stack_normalized", "sefa_directions"),
+    "jaxfactor.estimators.pca": ("pca_full", "randomized_svd", "randomized_svd_source"),
+    "jaxfactor.estimators.ica": ("whiten", "whiten_source", "fastica"),
+    "jaxfactor.estimators.sca": ("sca", "sca_source"),
+    "jaxfactor.estimators.sefa": ("stack_normalized", "sefa_directions"),
 }
 
 # Exceptions that subclass ValueError/TypeError but mean a bug, not a refusal.

@@ -29,7 +29,10 @@ SHARDED = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {root!r})
     from jaxfactor._policy import choose_whiten_range
-    from jaxfactor.ica import FastICA, fastica, symmetric_decorrelation, whiten
+    from jaxfactor import FastICA
+    from jaxfactor.ica import fastica
+    from jaxfactor._linalg import symmetric_decorrelation
+    from jaxfactor.whitening import whiten
     from jaxfactor.metrics.amari import amari_distance
     from jaxfactor.randomized import range_params
     from jaxfactor.sharding import row_mesh, shard_block, shard_rows
@@ -171,7 +174,7 @@ OUT_OF_CORE = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
     import jaxfactor
-    from jaxfactor.ica import FastICA
+    from jaxfactor import FastICA
     from jaxfactor.sources import NpySource
     from tests.helpers import fit_with_peak
 
@@ -193,7 +196,8 @@ def test_fastica_on_a_file_keeps_memory_at_block_size(tmp_path, rng):
 
     from jaxfactor._policy import choose_whiten_range
     from jaxfactor._validation import check_random_state_key
-    from jaxfactor.ica import FastICA, whiten, whiten_source
+    from jaxfactor import FastICA
+    from jaxfactor.whitening import whiten, whiten_source
     from jaxfactor.metrics.amari import amari_distance
     from jaxfactor.randomized import range_params
     from jaxfactor.sources import NpySource

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxfactor.lifting import lift, lift_accumulator, lift_directions
-from jaxfactor.pca import PCA
+from jaxfactor import PCA
 from jaxfactor.sources import CallableSource
 
 from .tolerances import (assert_within, blocked_gram_error, blocked_moments_error, covariance_error,

@@ -10,7 +10,7 @@ from bridges.generators import StyleGANAdapter
 from bridges.render import (edit, edit_samples, make_grid, render, render_codes, save_grid,
                             to_uint8)
 from jaxfactor.lifting import lift
-from jaxfactor.pca import PCA
+from jaxfactor import PCA
 
 from .test_generators import TinyPlain, TinyStyleGAN
 from .test_lifting import lift_bounds

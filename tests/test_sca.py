@@ -9,7 +9,8 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
 from jaxfactor._validation import ConvergenceWarning, NotFittedError
-from jaxfactor.sca import SCA, choose_reduced_rank, flip_skewness, prs, sca, sca_iterate
+from jaxfactor import SCA
+from jaxfactor.sca import choose_reduced_rank, flip_skewness, prs, sca, sca_iterate
 from jaxfactor.sources import ArraySource
 
 from . import tolerances as T

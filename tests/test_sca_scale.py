@@ -16,7 +16,8 @@ MESH_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {root!r})
-    from jaxfactor.sca import SCA, sca
+    from jaxfactor import SCA
+    from jaxfactor.sca import sca
     from jaxfactor.sharding import row_mesh, shard_rows
     from tests.test_sca import planted_sparse
 
@@ -107,7 +108,7 @@ OOC_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import jaxfactor
     from jaxfactor import NpySource
-    from jaxfactor.sca import SCA
+    from jaxfactor import SCA
     from tests.helpers import fit_with_peak
 
     src = NpySource({path!r})
@@ -126,7 +127,7 @@ OOC_SCRIPT = textwrap.dedent("""
 
 def test_out_of_core_sca_keeps_memory_at_block_size(tmp_path, rng):
     from jaxfactor.randomized import range_params
-    from jaxfactor.sca import SCA
+    from jaxfactor import SCA
 
     n, p, k, rank = 12000, 1024, 3, 12      # 47 MiB on disk; a block of 512 rows is 2 MiB
     # planted sparse loadings (disjoint supports of 60), dense scores, noise, an offset

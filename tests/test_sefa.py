@@ -4,7 +4,8 @@ import pytest
 from sklearn.utils.estimator_checks import check_estimator
 
 from jaxfactor._validation import NotFittedError
-from jaxfactor.sefa import SeFa, sefa_directions, stack_normalized
+from jaxfactor import SeFa
+from jaxfactor.sefa import sefa_directions, stack_normalized
 from tests import tolerances as T
 
 

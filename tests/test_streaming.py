@@ -221,7 +221,7 @@ import json, sys, warnings
 sys.path.insert(0, {root!r})
 warnings.simplefilter("error")  # e.g. a donated buffer XLA could not use
 import jax, numpy as np
-from jaxfactor.ica import whiten_source
+from jaxfactor.whitening import whiten_source
 from jaxfactor.sca import sca_source
 from jaxfactor.sharding import row_mesh
 from jaxfactor.sources import ArraySource
