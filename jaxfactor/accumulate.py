@@ -179,6 +179,17 @@ def moments(n_features: int, *, covariance: bool = False, ddof: int = 1,
     Returns:
       An :class:`Accumulator` (``init()`` takes no argument) whose
       ``finalize`` returns :class:`Moments`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import fold, moments
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> acc = moments(8, covariance=True)
+      >>> res = acc.finalize(fold(acc, acc.init(), [x[:20], x[20:]]))
+      >>> int(res.n_samples), res.covariance.shape
+      (50, (8, 8))
+      >>> bool(np.allclose(res.covariance, np.cov(x.T), atol=1e-5))
+      True
     """
     return Accumulator(partial(_moments_init, n_features, covariance, dtype),
                        _moments_update, jax.jit(_moments_merge),
@@ -192,7 +203,17 @@ PRECISIONS = ("float32", "tf32", "bf16")
 
 
 def check_precision(precision) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError``."""
+    """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError``.
+
+    Examples:
+      >>> from jaxfactor.accumulate import check_precision
+      >>> check_precision("bf16")
+      'bf16'
+      >>> check_precision("fp8")
+      Traceback (most recent call last):
+          ...
+      ValueError: precision must be one of ('float32', 'tf32', 'bf16'), got 'fp8'
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
@@ -219,6 +240,14 @@ def matmul(a: jax.Array, b: jax.Array, precision: str = "float32") -> jax.Array:
 
     Returns:
       ``(m, n)`` in the result dtype of ``a`` and ``b``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxfactor.accumulate import matmul
+      >>> a, b = jnp.ones((3, 4)), jnp.ones((4, 2))
+      >>> out = matmul(a, b, "bf16")
+      >>> out.shape, out.dtype, bool(jnp.all(out == 4))
+      ((3, 2), dtype('float32'), True)
     """
     if precision == "float32":
         return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
@@ -248,6 +277,15 @@ def centred_matmul(x: jax.Array, mean: jax.Array | None, z: jax.Array,
 
     Returns:
       ``(n, b)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import centred_matmul
+      >>> rng = np.random.default_rng(0)
+      >>> x, z = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
+      >>> y = centred_matmul(x, x.mean(0), z)
+      >>> y.shape, bool(np.allclose(y, (x - x.mean(0)) @ z, atol=1e-4))
+      ((50, 2), True)
     """
     y = matmul(x, z, precision)
     if mean is not None:
@@ -265,6 +303,15 @@ def centred_rmatmul(x: jax.Array, mean: jax.Array | None, y: jax.Array,
 
     Returns:
       ``(p, b)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import centred_rmatmul
+      >>> rng = np.random.default_rng(0)
+      >>> x, y = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(50, 2)).astype(np.float32)
+      >>> z = centred_rmatmul(x, x.mean(0), y)
+      >>> z.shape, bool(np.allclose(z, (x - x.mean(0)).T @ y, atol=1e-4))
+      ((8, 2), True)
     """
     z = matmul(x.T, y, precision)
     if mean is not None:
@@ -331,6 +378,16 @@ def normal_product(precision: str = "float32") -> Accumulator:
 
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the ``(p, b)`` product.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import fold, normal_product
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> z, xc = np.eye(8, 2, dtype=np.float32), x - x.mean(0)
+      >>> acc = normal_product()
+      >>> prod = acc.finalize(fold(acc, acc.init(z, x.mean(0)), [x[:25], x[25:]]))
+      >>> prod.shape, bool(np.allclose(prod, xc.T @ xc @ z, atol=1e-3))
+      ((8, 2), True)
     """
     return Accumulator(_normal_product_init, _NORMAL_PRODUCT_UPDATES[check_precision(precision)],
                        _normal_product_merge, lambda s: s.product)
@@ -390,6 +447,16 @@ def tsqr(precision: str = "float32") -> Accumulator:
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the ``(m, m)`` factor
       (determined up to the signs of its rows).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import fold, tsqr
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> q, y = np.eye(8, 3, dtype=np.float32), (x - x.mean(0))[:, :3]
+      >>> acc = tsqr()
+      >>> r = acc.finalize(fold(acc, acc.init(q, x.mean(0)), [x[:25], x[25:]]))
+      >>> r.shape, bool(np.allclose(r.T @ r, y.T @ y, atol=1e-3))
+      ((3, 3), True)
     """
     return Accumulator(_tsqr_init, _TSQR_UPDATES[check_precision(precision)], _tsqr_merge, lambda s: s.r)
 
@@ -461,6 +528,16 @@ def stack_rows(fn: Callable[..., jax.Array]) -> Accumulator:
 
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the ``(n_rows, width)`` array.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from jaxfactor.accumulate import fold, stack_rows
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> acc = stack_rows(jnp.matmul)                  # each block's rows X_b @ v
+      >>> v = np.eye(8, 2, dtype=np.float32)
+      >>> out = acc.finalize(fold(acc, acc.init((v,), 50, 2), [x[:20], x[20:]]))
+      >>> out.shape, bool(np.allclose(out, x[:, :2]))
+      ((50, 2), True)
     """
     return Accumulator(_stack_init, partial(_stack_update, fn), jax.jit(_stack_merge),
                        lambda s: s.rows)
@@ -506,6 +583,15 @@ def sum_rows(fn: Callable[..., jax.Array]) -> Accumulator:
 
     Returns:
       An :class:`Accumulator`; ``finalize`` returns the sum.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from jaxfactor.accumulate import fold, sum_rows
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> acc = sum_rows(jnp.multiply)                  # sum over rows of 2 * X_b
+      >>> total = acc.finalize(fold(acc, acc.init((2.0,), (8,)), [x[:20], x[20:]]))
+      >>> total.shape, bool(np.allclose(total, 2 * x.sum(0), atol=1e-4))
+      ((8,), True)
     """
     return Accumulator(_sum_init, partial(_sum_update_jit, fn=fn), jax.jit(_sum_merge),
                        lambda s: s.total)
@@ -520,6 +606,15 @@ class InFlight:
     update waits for the state of ``limit`` updates ago, which keeps reading
     one block ahead of the computation (I/O and compute overlap) and memory
     at ``limit + 1`` blocks.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxfactor.accumulate import InFlight
+      >>> queue = InFlight(limit=2)
+      >>> for i in range(5):
+      ...     queue.add(jnp.full((3,), i))
+      >>> len(queue.pending)
+      2
     """
 
     def __init__(self, limit: int = 2):
@@ -548,6 +643,15 @@ def fold(acc: Accumulator, state: Any, blocks: Iterable[Any], *, in_flight: int 
 
     Returns:
       The state after all blocks (not finalised).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import fold, moments
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> acc = moments(8)
+      >>> state = fold(acc, acc.init(), np.array_split(x, 3))
+      >>> int(state.count), state.mean.shape, bool(np.allclose(state.mean, x.mean(0), atol=1e-6))
+      (50, (8,), True)
     """
     queue = InFlight(in_flight)
     for block in blocks:
@@ -573,6 +677,15 @@ def map_blocks(fn: Callable[[jax.Array], Any], source, block_rows: int, *, dtype
 
     Returns:
       The list of ``fn`` results, one per block, in row order (not waited on).
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.accumulate import map_blocks
+      >>> from jaxfactor.sources import ArraySource
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> out = map_blocks(jax.jit(lambda b: b.sum(axis=0)), ArraySource(x), 20)
+      >>> [o.shape for o in out], bool(np.allclose(sum(out), x.sum(0), atol=1e-4))
+      ([(8,), (8,), (8,)], True)
     """
     out, queue, done = [], InFlight(in_flight), 0
     for block in source.blocks(block_rows):

@@ -62,7 +62,14 @@ class Directions(NamedTuple):
 
 def library_versions() -> dict:
     """Versions of Python, NumPy, JAX, jaxlib, jaxfactor and, when already
-    imported, torch and scikit-learn."""
+    imported, torch and scikit-learn.
+
+    Examples:
+      >>> from jaxfactor.directions import library_versions
+      >>> v = library_versions()
+      >>> {"python", "numpy", "jax", "jaxfactor"} <= set(v)
+      True
+    """
     out = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("jax", "jaxlib", "jaxfactor", "torch", "sklearn"):
         if name in ("torch", "sklearn") and name not in sys.modules:
@@ -113,6 +120,18 @@ def save_directions(path: str | os.PathLike, directions, scales=None, *, method:
 
     Returns:
       The path written.
+
+    Examples:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> from jaxfactor.directions import load_directions, save_directions
+      >>> d = np.eye(3, 8, dtype=np.float32)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = save_directions(os.path.join(tmp, "d.npz"), d, [2.0, 1.0, 0.5],
+      ...                            method="pca", space="w")
+      ...     back = load_directions(path, method="pca")
+      >>> back.directions.shape, back.scales.tolist(), back.metadata["space"]
+      ((3, 8), [2.0, 1.0, 0.5], 'w')
     """
     arrays = dict(arrays or {})
     if hasattr(directions, "directions") and hasattr(directions, "norms"):
@@ -181,6 +200,19 @@ def load_directions(path: str | os.PathLike, *, method: str | None = None,
         or malformed metadata, another format or a newer version, arrays that
         disagree with the metadata, non-finite values, or a mismatch with the
         expected ``method`` / ``space`` / ``layer`` / ``latent_dim``.
+
+    Examples:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> from jaxfactor.directions import (DirectionsFileError, load_directions,
+      ...                                   save_directions)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = save_directions(os.path.join(tmp, "d.npz"), np.eye(2, 4), method="ica")
+      ...     try:
+      ...         load_directions(path, method="pca")
+      ...     except DirectionsFileError as err:
+      ...         print("refused:", "pca" in str(err) and "ica" in str(err))
+      refused: True
     """
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -122,6 +122,16 @@ def fastica_parallel(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh
 
     Returns:
       :class:`ICAResult`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.ica import fastica_parallel
+      >>> from jaxfactor.whitening import whiten
+      >>> s = np.random.default_rng(0).laplace(size=(200, 2)).astype(np.float32)
+      >>> white = whiten(s @ np.array([[1.0, 0.5], [0.2, 1.0]], np.float32), 2).white
+      >>> res = fastica_parallel(white, np.eye(2, dtype=np.float32))
+      >>> res.w.shape, bool(np.allclose(res.w @ res.w.T, np.eye(2), atol=1e-4))
+      ((2, 2), True)
     """
     return _parallel(white, w_init, fun, alpha, tol, max_iter, _as_count(n_valid, white.shape[0]),
                      decorrelation)
@@ -174,6 +184,16 @@ def fastica_deflation(white: jax.Array, w_init: jax.Array, *, fun: str = "logcos
     Returns:
       :class:`ICAResult`: ``n_iter`` is the largest count of any component,
       ``change`` the largest final change.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.ica import fastica_deflation
+      >>> from jaxfactor.whitening import whiten
+      >>> s = np.random.default_rng(0).laplace(size=(200, 2)).astype(np.float32)
+      >>> white = whiten(s @ np.array([[1.0, 0.5], [0.2, 1.0]], np.float32), 2).white
+      >>> res = fastica_deflation(white, np.eye(2, dtype=np.float32))
+      >>> res.w.shape, bool(np.allclose(res.w @ res.w.T, np.eye(2), atol=1e-4))
+      ((2, 2), True)
     """
     return _deflation(white, w_init, fun, alpha, tol, max_iter, _as_count(n_valid, white.shape[0]))
 
@@ -234,6 +254,16 @@ def fastica(white: jax.Array, *, key: jax.Array | None = None, w_init: jax.Array
 
     Returns:
       :class:`ICAResult`.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.ica import fastica
+      >>> from jaxfactor.whitening import whiten
+      >>> s = np.random.default_rng(0).laplace(size=(200, 2)).astype(np.float32)
+      >>> white = whiten(s @ np.array([[1.0, 0.5], [0.2, 1.0]], np.float32), 2).white
+      >>> res = fastica(white, key=jax.random.key(0), algorithm="parallel")
+      >>> res.w.shape, res.n_iter.dtype, bool(np.allclose(res.w @ res.w.T, np.eye(2), atol=1e-4))
+      ((2, 2), dtype('int32'), True)
     """
     k = white.shape[1]
     n_valid = _as_count(n_valid, white.shape[0])

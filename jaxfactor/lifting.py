@@ -179,6 +179,19 @@ def lift_accumulator(n_components: int, latent_dim: int, *, ridge: float = 0.0,
     Returns:
       An :class:`~jaxfactor.accumulate.Accumulator` whose ``finalize``
       returns :class:`LiftResult`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.lifting import lift_accumulator
+      >>> rng = np.random.default_rng(0)
+      >>> latents = rng.normal(size=(50, 4)).astype(np.float32)
+      >>> scores = latents @ rng.normal(size=(4, 2)).astype(np.float32)
+      >>> acc = lift_accumulator(2, 4)
+      >>> state = acc.update(acc.init(), (scores[:25], latents[:25]))
+      >>> state = acc.update(state, (scores[25:], latents[25:]))
+      >>> res = acc.finalize(state)
+      >>> res.directions.shape, int(res.n_samples), bool(np.all(res.r2 > 0.999))
+      ((2, 4), 50, True)
     """
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
@@ -199,6 +212,15 @@ def lift_directions(latents, scores, *, ridge: float = 0.0, rcond: float | None 
 
     Returns:
       :class:`LiftResult` of ``jax.Array``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.lifting import lift_directions
+      >>> rng = np.random.default_rng(0)
+      >>> latents = rng.normal(size=(50, 4)).astype(np.float32)
+      >>> res = lift_directions(latents, latents @ rng.normal(size=(4, 2)).astype(np.float32))
+      >>> res.directions.shape, bool(np.all(res.r2 > 0.999))
+      ((2, 4), True)
     """
     lat = V.check_matrix(latents, "latents", min_samples=2)
     sc = V.check_matrix(scores, "scores", min_samples=2)
@@ -243,6 +265,18 @@ def lift(source, estimator, *, space: str | None = None, ridge: float = 0.0,
 
     Returns:
       :class:`LiftResult` of numpy arrays.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.lifting import lift
+      >>> from jaxfactor.sources import ArraySource
+      >>> rng = np.random.default_rng(0)
+      >>> z = rng.normal(size=(50, 4)).astype(np.float32)
+      >>> src = ArraySource(z @ rng.normal(size=(4, 6)).astype(np.float32))   # features of z
+      >>> src.latents = lambda start, stop: z[start:stop]
+      >>> res = lift(src, lambda rows: rows[:, :2], block_rows=20)              # scores: 2 features
+      >>> res.directions.shape, bool(np.all(res.r2 > 0.999))
+      ((2, 4), True)
     """
     if not hasattr(source, "latents"):
         raise TypeError(f"{type(source).__name__} has no latents(start, stop); lifting needs the "

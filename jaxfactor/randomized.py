@@ -120,6 +120,13 @@ def range_params(n_components: int, n_samples: int, n_features: int, *,
 
     Returns:
       :class:`RangeParams`.
+
+    Examples:
+      >>> from jaxfactor.randomized import range_params
+      >>> range_params(2, 50, 8, method="subspace")
+      RangeParams(method='subspace', n_iter=4, block_size=8, basis_size=8)
+      >>> range_params(10, 10_000, 512).method
+      'krylov'
     """
     small = min(n_samples, n_features)
     if method == "subspace":
@@ -241,6 +248,16 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
 
     Raises:
       ValueError: unknown ``method`` or ``precision``.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.randomized import randomized_svd
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> res = randomized_svd(x, 2, key=jax.random.key(0), center=True)
+      >>> res.u.shape, res.s.shape, res.vt.shape
+      ((50, 2), (2,), (2, 8))
+      >>> bool(np.allclose(res.s, np.linalg.svd(x - x.mean(0), compute_uv=False)[:2], rtol=1e-4))
+      True
     """
     n, p = x.shape
     accumulate.check_precision(precision)
@@ -275,7 +292,18 @@ def svd_run(source: RowSource, n_components: int, params: RangeParams, *, key: j
             center: bool, block_rows: int, dtype, precision: str = "float32") -> dict:
     """What defines a run of :func:`svd_passes`, for its checkpoint's
     :func:`~jaxfactor.streaming.fingerprint` (callers that add passes add their
-    own settings to it)."""
+    own settings to it).
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.randomized import range_params, svd_run
+      >>> from jaxfactor.sources import ArraySource
+      >>> src = ArraySource(np.zeros((50, 8), np.float32))
+      >>> run = svd_run(src, 2, range_params(2, 50, 8), key=jax.random.key(0), center=True,
+      ...               block_rows=16, dtype=np.float32)
+      >>> run["n"], run["p"], run["k"], run["dtype"]
+      (50, 8, 2, 'float32')
+    """
     return {"n": source.n_samples, "p": source.n_features, "k": n_components,
             "params": list(params), "center": center, "block_rows": block_rows,
             "dtype": str(jnp.dtype(dtype)), "key": key_data(key), "precision": precision}
@@ -305,6 +333,16 @@ def svd_passes(source: RowSource, n_components: int, params: RangeParams, *, key
       ``'svd.vt'`` (``(k, p)``), ``'svd.mean'`` (``(p,)``, zeros when not
       centred) and the column moments' state (``'moments.*'``); read them with
       :func:`svd_from_context`.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.randomized import range_params, svd_passes
+      >>> from jaxfactor.sources import ArraySource
+      >>> src = ArraySource(np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32))
+      >>> params = range_params(2, 50, 8, method="subspace", n_iter=2)
+      >>> passes = svd_passes(src, 2, params, key=jax.random.key(0))
+      >>> [p.name for p in passes]
+      ['sketch', 'power', 'project']
     """
     n, p = source.n_samples, source.n_features
     dtype = jnp.dtype(dtype)
@@ -367,7 +405,19 @@ def svd_passes(source: RowSource, n_components: int, params: RangeParams, *, key
 
 def svd_from_context(context: dict) -> tuple[SVDResult, accumulate.Moments]:
     """``(SVDResult, Moments)`` from the context after :func:`svd_passes`
-    (``u`` is ``None``; the moments with ``ddof=1``)."""
+    (``u`` is ``None``; the moments with ``ddof=1``).
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.randomized import range_params, svd_from_context, svd_passes
+      >>> from jaxfactor.sources import ArraySource
+      >>> from jaxfactor.streaming import run_passes
+      >>> src = ArraySource(np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32))
+      >>> passes = svd_passes(src, 2, range_params(2, 50, 8), key=jax.random.key(0), block_rows=16)
+      >>> svd, mom = svd_from_context(run_passes(src, passes, block_rows=16))
+      >>> svd.s.shape, svd.vt.shape, int(mom.n_samples)
+      ((2,), (2, 8), 50)
+    """
     state = unpack("moments", accumulate.MomentsState, context)
     mom = accumulate.moments(state.mean.shape[0], dtype=state.mean.dtype).finalize(state)
     return SVDResult(None, context["svd.s"], context["svd.vt"], context["svd.mean"]), mom
@@ -430,6 +480,17 @@ def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Arra
 
     Raises:
       ValueError: unknown ``method``/``precision``, or a checkpoint of another run.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.randomized import randomized_svd_source
+      >>> from jaxfactor.sources import ArraySource
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> svd, mom = randomized_svd_source(ArraySource(x), 2, key=jax.random.key(0), block_rows=16)
+      >>> svd.vt.shape, int(mom.n_samples), svd.u is None
+      ((2, 8), 50, True)
+      >>> bool(np.allclose(svd.s, np.linalg.svd(x - x.mean(0), compute_uv=False)[:2], rtol=1e-4))
+      True
     """
     accumulate.check_precision(precision)
     n, p = source.n_samples, source.n_features

@@ -120,6 +120,12 @@ def flip_skewness(a: jax.Array) -> jax.Array:
     Returns:
       ``(m, k)`` array, columns multiplied by ``sign(sum_i a_ij^3)`` (``+1``
       when that sum is 0).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxfactor.sca import flip_skewness
+      >>> flip_skewness(jnp.array([[-2.0, 1.0], [1.0, 1.0]])).tolist()
+      [[2.0, 1.0], [-1.0, 1.0]]
     """
     skew = jnp.sum(a ** 3, axis=0)
     return a * jnp.where(skew < 0, -1, 1).astype(a.dtype)[None, :]
@@ -151,6 +157,16 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
 
     Returns:
       ``(m, k)`` array.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sca import prs
+      >>> a = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+      >>> q = prs(a)                                    # orthonormal columns
+      >>> q.shape, bool(np.allclose(q.T @ q, np.eye(2), atol=1e-5))
+      ((8, 2), True)
+      >>> bool(np.abs(prs(a, 2.0)).sum() <= 2.0 + 1e-5)  # inside the L1 ball
+      True
     """
     return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_rows=n_rows)
 
@@ -392,6 +408,16 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
     Returns:
       :class:`SCAResult` (``scores`` and ``z`` have ``x``'s rows, padding
       rows included: they are zero).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sca import sca_iterate
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> mean = x.mean(0)
+      >>> y0 = np.linalg.svd(x - mean, full_matrices=False)[2][:2].T
+      >>> res = sca_iterate(x, mean, y0, 2.5)
+      >>> res.loadings.shape, res.scores.shape, bool(np.abs(res.loadings).sum() <= 2.5 + 1e-4)
+      ((8, 2), (50, 2), True)
     """
     gamma = jnp.asarray(gamma, x.dtype)
     state = _iterate(_data_sides(x, mean), y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
@@ -430,6 +456,15 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
 
     Returns:
       :class:`SCAResult`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sca import sca_iterate_reduced
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> u, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+      >>> res = sca_iterate_reduced(x, x.mean(0), u[:, :4], s[:4], vt[:4], 2.5, n_components=2)
+      >>> res.loadings.shape, res.z.shape, res.b.shape
+      ((8, 2), (50, 2), (2, 2))
     """
     state = _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate,
                               varimax_start, _true_rows(x, n_rows))
@@ -506,6 +541,15 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
 
     Raises:
       ValueError: ``checkpoint`` holds a file of another run.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.sca import sca_source
+      >>> from jaxfactor.sources import ArraySource
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> res = sca_source(ArraySource(x), 2, key=jax.random.key(0), reduced_rank=4, block_rows=16)
+      >>> res.loadings.shape, res.scores.shape, res.mean.shape
+      ((8, 2), (50, 2), (8,))
     """
     n, p = source.n_samples, source.n_features
     k = n_components
@@ -580,6 +624,16 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
 
     Returns:
       :class:`SCAResult`.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.sca import sca
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> res = sca(x, 2, key=jax.random.key(0))
+      >>> res.loadings.shape, res.scores.shape, res.explained_variance_ratio.shape
+      ((8, 2), (50, 2), (2,))
+      >>> bool(np.abs(res.loadings).sum() <= np.sqrt(8 * 2) + 1e-4)   # default budget sqrt(p k)
+      True
     """
     n, p = x.shape
     n_true = n if n_rows is None else int(n_rows)

@@ -53,6 +53,14 @@ def stack_normalized(*weights: jax.Array) -> jax.Array:
 
     Returns:
       ``(sum_l C_l, d)`` array.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sefa import stack_normalized
+      >>> rng = np.random.default_rng(0)
+      >>> a = stack_normalized(rng.normal(size=(6, 4)), rng.normal(size=(3, 4)))
+      >>> a.shape, bool(np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5))
+      ((9, 4), True)
     """
     a = jnp.concatenate(weights, axis=0)
     norms = jnp.sqrt(jnp.sum(a * a, axis=1, keepdims=True))
@@ -73,6 +81,14 @@ def sefa_directions(a: jax.Array, n_components: int) -> SeFaResult:
 
     Returns:
       :class:`SeFaResult`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sefa import sefa_directions, stack_normalized
+      >>> a = stack_normalized(np.random.default_rng(0).normal(size=(16, 4)))
+      >>> res = sefa_directions(a, n_components=2)
+      >>> res.components.shape, bool(np.allclose(res.components @ res.components.T, np.eye(2), atol=1e-5))
+      ((2, 4), True)
     """
     gram = a.T @ a
     w, v = jnp.linalg.eigh(gram)

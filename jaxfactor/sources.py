@@ -22,6 +22,16 @@ class RowSource:
 
     Subclasses set ``n_samples``, ``n_features`` and ``dtype`` and implement
     :meth:`read`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sources import RowSource
+      >>> class Ramp(RowSource):
+      ...     n_samples, n_features, dtype = 5, 2, np.dtype(np.float32)
+      ...     def read(self, start, stop):
+      ...         return np.arange(2 * start, 2 * stop, dtype=np.float32).reshape(-1, 2)
+      >>> [b.shape for b in Ramp().blocks(2)], Ramp().shape
+      ([(2, 2), (2, 2), (1, 2)], (5, 2))
     """
 
     n_samples: int
@@ -61,6 +71,13 @@ class ArraySource(RowSource):
 
     Args:
       array: ``(n_samples, n_features)`` array.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sources import ArraySource
+      >>> src = ArraySource(np.zeros((50, 8), np.float32))
+      >>> src.shape, src.read(0, 3).shape, [b.shape[0] for b in src.blocks(20)]
+      ((50, 8), (3, 8), [20, 20, 10])
     """
 
     def __init__(self, array):
@@ -87,6 +104,16 @@ class NpySource(RowSource):
 
     Args:
       paths: a path to a ``.npy`` file or a directory, or a sequence of paths.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jaxfactor.sources import NpySource
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     for i in range(2):
+      ...         np.save(os.path.join(d, f"part{i}.npy"), np.full((3, 4), i, np.float32))
+      ...     src = NpySource(d)
+      ...     src.shape, src.read(2, 4)[:, 0].tolist()
+      ((6, 4), [0.0, 1.0])
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike]):
@@ -162,6 +189,14 @@ class CallableSource(RowSource):
       n_samples: total rows.
       n_features: row width.
       dtype: dtype of the rows (default float32).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sources import CallableSource
+      >>> rows = lambda start, stop: np.ones((stop - start, 3))
+      >>> src = CallableSource(rows, n_samples=10, n_features=3)
+      >>> [b.shape for b in src.blocks(4)]
+      [(4, 3), (4, 3), (2, 3)]
     """
 
     def __init__(self, fn: Callable[[int, int], object], n_samples: int, n_features: int,
@@ -181,14 +216,28 @@ class CallableSource(RowSource):
 
 
 def is_source(obj) -> bool:
-    """Whether ``obj`` follows the row-source protocol (duck-typed)."""
+    """Whether ``obj`` follows the row-source protocol (duck-typed).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sources import ArraySource, is_source
+      >>> is_source(ArraySource(np.zeros((2, 2)))), is_source(np.zeros((2, 2)))
+      (True, False)
+    """
     return isinstance(obj, RowSource) or all(
         hasattr(obj, a) for a in ("n_samples", "n_features", "read"))
 
 
 def as_source(obj) -> RowSource:
     """``obj`` as a row source: sources pass through, 2-D arrays are wrapped,
-    strings and paths become :class:`NpySource`."""
+    strings and paths become :class:`NpySource`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.sources import as_source
+      >>> as_source(np.zeros((50, 8), np.float32))
+      ArraySource(n_samples=50, n_features=8, dtype=float32)
+    """
     if is_source(obj):
         return obj
     if isinstance(obj, (str, os.PathLike)):

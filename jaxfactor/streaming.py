@@ -50,12 +50,24 @@ def fingerprint(run: dict) -> str:
 
     Args:
       run: JSON-serialisable description (data shape, sizes, dtype, key data, ...).
+
+    Examples:
+      >>> from jaxfactor.streaming import fingerprint
+      >>> fingerprint({"n": 50, "k": 2})
+      '{"k": 2, "n": 50}'
     """
     return json.dumps(run, sort_keys=True)
 
 
 def key_data(key: jax.Array) -> list:
-    """The raw data of a ``jax.random`` key, as a list for a fingerprint."""
+    """The raw data of a ``jax.random`` key, as a list for a fingerprint.
+
+    Examples:
+      >>> import jax
+      >>> from jaxfactor.streaming import key_data
+      >>> key_data(jax.random.key(0))
+      [0, 0]
+    """
     return np.asarray(jax.random.key_data(key)).tolist()
 
 
@@ -145,7 +157,15 @@ class Checkpoint(NamedTuple):
 
 def as_checkpoint(path: str | os.PathLike | None, run: dict, every: int = 16) -> Checkpoint | None:
     """A :class:`Checkpoint` at ``path`` for the run described by ``run``, or
-    ``None`` when ``path`` is ``None``."""
+    ``None`` when ``path`` is ``None``.
+
+    Examples:
+      >>> from jaxfactor.streaming import as_checkpoint
+      >>> as_checkpoint("run.npz", {"n": 50}, every=4)
+      Checkpoint(path='run.npz', fingerprint='{"n": 50}', every=4)
+      >>> as_checkpoint(None, {"n": 50}) is None
+      True
+    """
     if path is None:
         return None
     return Checkpoint(os.fspath(path), fingerprint(run), int(every))
@@ -162,12 +182,30 @@ def _restore_states(template: dict, saved: dict) -> dict:
 
 
 def pack(prefix: str, state: NamedTuple) -> dict:
-    """A NamedTuple of arrays as flat context entries ``'<prefix>.<field>'``."""
+    """A NamedTuple of arrays as flat context entries ``'<prefix>.<field>'``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import MomentsState
+      >>> from jaxfactor.streaming import pack
+      >>> sorted(pack("moments", MomentsState(np.int32(3), np.zeros(2), np.ones(2))))
+      ['moments.count', 'moments.m2', 'moments.mean']
+    """
     return {f"{prefix}.{name}": value for name, value in state._asdict().items()}
 
 
 def unpack(prefix: str, cls, context: dict):
-    """The NamedTuple ``cls`` from the context entries written by :func:`pack`."""
+    """The NamedTuple ``cls`` from the context entries written by :func:`pack`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import MomentsState
+      >>> from jaxfactor.streaming import pack, unpack
+      >>> context = pack("moments", MomentsState(np.int32(3), np.zeros(2), np.ones(2)))
+      >>> state = unpack("moments", MomentsState, context)
+      >>> type(state).__name__, int(state.count), state.m2.shape
+      ('MomentsState', 3, (2,))
+    """
     return cls(**{name: context[f"{prefix}.{name}"] for name in cls._fields})
 
 
@@ -209,6 +247,16 @@ def run_pass(source: RowSource, accumulators: dict[str, Accumulator], states: di
 
     Returns:
       name -> state after the last row (not finalised, not waited on).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import moments
+      >>> from jaxfactor.sources import ArraySource
+      >>> from jaxfactor.streaming import run_pass
+      >>> x, acc = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32), moments(8)
+      >>> states = run_pass(ArraySource(x), {"m": acc}, {"m": acc.init()}, block_rows=16)
+      >>> int(states["m"].count), bool(np.allclose(states["m"].mean, x.mean(0), atol=1e-6))
+      (50, True)
     """
     n = source.n_samples
     queue = InFlight(in_flight)
@@ -278,6 +326,19 @@ def run_passes(source: RowSource, passes: Sequence[Pass], *, block_rows: int, dt
 
     Raises:
       ValueError: the checkpoint file belongs to another run.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.accumulate import moments
+      >>> from jaxfactor.sources import ArraySource
+      >>> from jaxfactor.streaming import Pass, run_passes
+      >>> x, acc = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32), moments(8)
+      >>> start = lambda ctx: ({"m": acc}, {"m": acc.init()})
+      >>> passes = [Pass("mean", start, lambda ctx, st: {"mean": st["m"].mean}),
+      ...           Pass("count", start, lambda ctx, st: {**ctx, "n": st["m"].count})]
+      >>> context = run_passes(ArraySource(x), passes, block_rows=16)
+      >>> sorted(context), int(context["n"])
+      (['mean', 'n'], 50)
     """
     saved = checkpoint.load() if checkpoint is not None else None
     stage, row = 0, 0

@@ -145,6 +145,16 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
       :class:`WhiteningResult` (``white`` has ``x``'s row count). Assumes
       ``x`` is finite and the centred data have rank ``>= k`` (callers check
       ``singular_values``).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.whitening import whiten
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> res = whiten(x, 3)
+      >>> res.white.shape, res.whitening.shape
+      ((50, 3), (3, 8))
+      >>> bool(np.allclose(res.white.T @ res.white / 50, np.eye(3), atol=1e-4))
+      True
     """
     n, p = x.shape
     k = int(n_components)
@@ -214,6 +224,15 @@ def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
 
     Raises:
       ValueError: ``checkpoint`` holds a file of another run.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxfactor.sources import ArraySource
+      >>> from jaxfactor.whitening import whiten_source
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> res = whiten_source(ArraySource(x), 3, key=jax.random.key(0), block_rows=16)
+      >>> res.white.shape, bool(np.allclose(res.white.T @ res.white / 50, np.eye(3), atol=1e-3))
+      ((50, 3), True)
     """
     n, p = source.n_samples, source.n_features
     k = int(n_components)

@@ -176,6 +176,15 @@ class FastICA(Factorizer):
     ``directions_[i]`` positive); ``components_``, ``mixing_`` and
     ``directions_`` share the order and signs, so ``transform`` and
     ``inverse_transform`` stay consistent.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor import FastICA
+      >>> rng = np.random.default_rng(0)
+      >>> x = rng.laplace(size=(200, 3)).astype(np.float32) @ rng.normal(size=(3, 4)).astype(np.float32)
+      >>> ica = FastICA(n_components=3, random_state=0).fit(x)
+      >>> ica.components_.shape, ica.mixing_.shape, ica.transform(x).shape
+      ((3, 4), (4, 3), (200, 3))
     """
 
     def __init__(self, n_components=None, *, algorithm="parallel", fun="logcosh", fun_args=None,

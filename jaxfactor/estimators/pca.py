@@ -62,6 +62,16 @@ class PCA(Factorizer):
       singular_values_: ``(k,)``; mean_: ``(p,)``; noise_variance_: float;
       n_components_, n_samples_, n_features_in_: ints; solver_: the solver used;
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor import PCA
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> pca = PCA(n_components=2).fit(x)
+      >>> pca.components_.shape, pca.transform(x).shape, pca.solver_
+      ((2, 8), (50, 2), 'full')
+      >>> pca.inverse_transform(pca.transform(x)).shape
+      (50, 8)
     """
 
     def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",

@@ -87,6 +87,14 @@ class SCA(Factorizer):
       reduced_rank_: the rank the iteration ran on (``None``: on ``X``).
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
       n_components_, n_samples_, n_features_in_: ints.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor import SCA
+      >>> x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+      >>> sca = SCA(n_components=2, random_state=0).fit(x)
+      >>> sca.components_.shape, sca.transform(x).shape, 0.0 <= sca.sparsity_ <= 1.0
+      ((2, 8), (50, 2), True)
     """
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,

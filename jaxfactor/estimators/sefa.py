@@ -37,6 +37,14 @@ class SeFa(Factorizer):
       eigenvalues_: ``(k,)`` eigenvalues of ``A^T A``.
       explained_variance_ratio_: ``(k,)`` ``eigenvalues_ / trace(A^T A)``.
       n_components_, n_features_in_ (``d``): ints.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor import SeFa
+      >>> rng = np.random.default_rng(0)
+      >>> sefa = SeFa(n_components=3).fit([rng.normal(size=(16, 8)), rng.normal(size=(4, 8))])
+      >>> sefa.components_.shape, sefa.transform(rng.normal(size=(5, 8))).shape
+      ((3, 8), (5, 3))
     """
 
     _parameter_constraints = P.shared("n_components")

@@ -49,6 +49,12 @@ class ClassifierConfig:
       n_attributes: ``J``, the number of sigmoid outputs.
       conv_features: channels of the convolution stages (each halves H and W).
       hidden: width of the penultimate (feature) layer.
+
+    Examples:
+      >>> from jaxfactor.metrics.classifier import ClassifierConfig
+      >>> config = ClassifierConfig((8, 8, 1), 2, conv_features=(4,), hidden=8)
+      >>> ClassifierConfig.from_json(config.to_json()) == config
+      True
     """
 
     image_shape: tuple
@@ -123,6 +129,19 @@ class AttributeClassifier:
 
     ``predict`` (also ``__call__``) fits the walk scores' predictor slot and
     ``features`` the Fréchet distance's feature-extractor slot.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jaxfactor.metrics.classifier import AttributeClassifier, train_attribute_classifier
+      >>> images = np.random.default_rng(0).uniform(size=(16, 8, 8)).astype(np.float32)
+      >>> clf = train_attribute_classifier(images, images.mean(axis=(1, 2)) > 0.5, conv_features=(4,),
+      ...                                  hidden=8, epochs=1, batch_size=8).classifier
+      >>> clf.predict(images).shape, clf.features(images).shape
+      ((16, 1), (16, 8))
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     again = AttributeClassifier.load(clf.save(os.path.join(d, "clf")))
+      >>> bool(np.allclose(again.predict(images), clf.predict(images)))
+      True
     """
 
     def __init__(self, params, config: ClassifierConfig):
@@ -277,6 +296,15 @@ def train_attribute_classifier(images, labels, *, conv_features: Sequence[int] =
 
     Returns:
       :class:`TrainingResult`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.metrics.classifier import train_attribute_classifier
+      >>> images = np.random.default_rng(0).uniform(size=(16, 8, 8)).astype(np.float32)
+      >>> res = train_attribute_classifier(images, images.mean(axis=(1, 2)) > 0.5, conv_features=(4,),
+      ...                                  hidden=8, epochs=2, batch_size=8)
+      >>> res.loss.shape, res.accuracy.shape, res.classifier.config.n_attributes
+      ((2,), (2,), 1)
     """
     x = _prepare(images)
     y = np.asarray(labels, dtype=np.float32)

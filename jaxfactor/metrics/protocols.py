@@ -88,6 +88,15 @@ def edit_choices(n_images: int, n_directions: int, *, alpha_range: float = 3.0,
 
     Returns:
       ``(direction_index (M,) int64, alpha (M,) float64)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.metrics.protocols import edit_choices
+      >>> index, alpha = edit_choices(5, 3, alpha_range=3.0, seed=0)
+      >>> index.shape, index.dtype, bool(np.all(index < 3)), bool(np.all(np.abs(alpha) <= 3))
+      ((5,), dtype('int64'), True, True)
+      >>> bool(np.allclose(edit_choices(5, 3, alpha_range=6.0, seed=0)[1], 2 * alpha))
+      True
     """
     if alpha_dist not in ALPHA_DISTRIBUTIONS:
         raise ValueError(f"alpha_dist must be one of {ALPHA_DISTRIBUTIONS}, got {alpha_dist!r}")
@@ -137,6 +146,15 @@ def edit_fid(render: Callable, latents, directions, feature_fn: Callable, *,
 
     Returns:
       :class:`EditFIDResult` with the number and the per-image choices.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.metrics.protocols import edit_fid
+      >>> latents = np.random.default_rng(0).normal(size=(40, 3))
+      >>> identity = lambda a: a                    # render and features: the latents themselves
+      >>> res = edit_fid(identity, latents, np.eye(3)[:2], identity, seed=0)
+      >>> res.direction_index.shape, res.alpha.shape, res.fid > 0
+      ((40,), (40,), True)
     """
     latents, directions = latents_and_directions(latents, directions)
     if not np.all(np.isfinite(directions)):

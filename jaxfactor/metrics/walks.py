@@ -119,6 +119,15 @@ def walk_predictions(render: Callable, predict: Callable, latents, directions, d
     Returns:
       :class:`WalkPredictions` (``K * (S - 1) * N + N`` images are rendered:
       the start images once for all directions).
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.metrics.walks import walk_predictions
+      >>> latents = np.random.default_rng(0).normal(size=(10, 2))
+      >>> predict = lambda z: 1 / (1 + np.exp(-z))      # attribute j: sigmoid(z_j)
+      >>> walk = walk_predictions(lambda z: z, predict, latents, np.eye(2), [1.0, 2.0])
+      >>> walk.distances.tolist(), walk.predictions.shape
+      ([-2.0, -1.0, 0.0, 1.0, 2.0], (2, 5, 10, 2))
     """
     latents, directions = latents_and_directions(latents, directions)
     if normalize:
@@ -169,6 +178,15 @@ def walk_scores(walk: WalkPredictions, *, threshold: float = 0.5) -> WalkScores:
 
     Returns:
       :class:`WalkScores`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor.metrics.walks import walk_predictions, walk_scores
+      >>> latents = np.random.default_rng(0).normal(size=(10, 2))
+      >>> predict = lambda z: 1 / (1 + np.exp(-z))      # attribute j: sigmoid(z_j)
+      >>> scores = walk_scores(walk_predictions(lambda z: z, predict, latents, np.eye(2), [1.0]))
+      >>> scores.assignment.tolist(), bool(np.isclose(scores.disentanglement, 1))
+      ([[0, 0], [1, 1]], True)
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -303,6 +321,17 @@ def plot_walk_curves(scores: WalkScores, path: str | os.PathLike, *,
 
     Returns:
       The path written, as a string.
+
+    Examples:
+      >>> import os, tempfile, numpy as np
+      >>> from jaxfactor.metrics.walks import WalkPredictions, plot_walk_curves, walk_scores
+      >>> rng = np.random.default_rng(0)
+      >>> walk = WalkPredictions(np.array([-1.0, 0.0, 1.0]), rng.uniform(size=(2, 3, 5, 2)))
+      >>> scores = walk_scores(walk)
+      >>> with tempfile.TemporaryDirectory() as d:   # matplotlib's Agg canvas: no display needed
+      ...     path = plot_walk_curves(scores, os.path.join(d, "walks.png"), backend="matplotlib")
+      ...     os.path.getsize(path) > 0
+      True
     """
     if backend not in ("auto", "matplotlib", "pillow"):
         raise ValueError(f"backend must be 'auto', 'matplotlib' or 'pillow', got {backend!r}")
