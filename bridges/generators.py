@@ -23,7 +23,13 @@ Three adapters cover the common structures:
   W+ layer range are ``space='w+', layers=range(a, b)``.
 
 Latents are drawn per sample index by :func:`sample_z`, so every pass of a
-multi-pass algorithm, and every batch size, sees the same rows.
+multi-pass algorithm, and every batch size, sees the same latents. Images and
+features are then identical between passes of one batch size; across batch
+sizes they may differ in the last bits (PyTorch's CPU convolutions choose
+kernels by batch shape), so the renderers batch an edit exactly as the plain
+render they are compared with. Renders are deterministic per latent when the
+generator is: StyleGAN2-ADA with ``noise_mode='const'``, FastGAN through
+:class:`FastGANAdapter` (its ``noise_mode``).
 
 Wrapping your own checkpoint (nothing is downloaded; load it with the code
 that trained it)::
@@ -34,17 +40,21 @@ that trained it)::
         G = legacy.load_network_pkl(f)["G_ema"].eval()
     adapter = StyleGANAdapter.from_stylegan2_ada(G, truncation_psi=1.0)
 
-    # FastGAN (odegeasslbc/FastGAN-pytorch models.py on sys.path)
+    # FastGAN (odegeasslbc/FastGAN-pytorch models.py on sys.path): the EMA
+    # weights, from train.py's all_N.pth (or models/N.pth), either key layout
     from models import Generator
-    G = Generator(ngf=64, nz=256, im_size=1024)
-    G.load_state_dict(torch.load("all_50000.pth", weights_only=True)["g"])
-    adapter = FastGANAdapter(G.eval())
+    adapter = FastGANAdapter.from_checkpoint(
+        "all_50000.pth", lambda: Generator(ngf=64, nz=256, im_size=1024))
 
 Both pickles and checkpoints can run code when loaded: load only files you
 trust (``torch.load(..., weights_only=True)`` where the format allows).
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
+import os
+import zlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -59,6 +69,8 @@ __all__ = [
     "FastGANAdapter",
     "StyleGANAdapter",
     "as_adapter",
+    "load_fastgan_weights",
+    "NOISE_MODES",
 ]
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's Weyl increment (odd)
@@ -244,6 +256,149 @@ class PlainAdapter(LatentAdapter):
         return _first(self.module(z.reshape(z.shape[0], *self.z_shape)), self.output_index)
 
 
+NOISE_MODES = ("const", "zero", "random")
+"""Noise of FastGAN's noise injections: ``'const'`` (per-row noise, a function of
+the row's unedited latent), ``'zero'`` (none) or ``'random'`` (a fresh
+``torch.randn`` per call, upstream's behaviour; renders do not replay)."""
+
+
+def _noise_modules(module: nn.Module) -> list[nn.Module]:
+    """Noise-injection modules: a class named ``*Noise*`` whose ``forward``
+    takes a ``noise`` argument (FastGAN's ``NoiseInjection(feat, noise=None)``)."""
+    found = []
+    for m in module.modules():
+        if "noise" in type(m).__name__.lower() and m is not module:
+            try:
+                params = inspect.signature(m.forward).parameters
+            except (TypeError, ValueError):
+                continue
+            if "noise" in params:
+                found.append(m)
+    return found
+
+
+def _row_seeds(z: torch.Tensor) -> list[int]:
+    """One 32-bit seed per row: a CRC of the row's float32 bytes (so it does not
+    depend on the batch the row is in)."""
+    rows = z.detach().to("cpu", torch.float32).contiguous().numpy()
+    return [zlib.crc32(r.tobytes()) for r in rows]
+
+
+def _const_noise(seeds: list[int], index: int, shape, device, dtype) -> torch.Tensor:
+    """``(n, 1, H, W)`` standard normal noise, row ``i`` drawn by :func:`sample_z`
+    from ``(seeds[i], index)`` alone."""
+    _, _, h, w = shape
+    rows = [sample_z(zlib.crc32(f"{s}:{index}".encode()), 0, 1, h * w) for s in seeds]
+    return torch.from_numpy(np.concatenate(rows)).reshape(len(seeds), 1, h, w).to(device, dtype)
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _load_state(G: nn.Module, state: dict, source: str) -> str:
+    """Load a state dict as saved by ``G`` itself or by ``nn.DataParallel(G)``
+    (keys prefixed ``module.``); returns the layout that fitted."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{source}: expected a state dict (names -> tensors), got {type(state).__name__}")
+    own_state = G.state_dict()
+    own = set(own_state)
+    for layout, candidate in (("plain", state), ("DataParallel", _strip_prefix(state, "module."))):
+        if set(candidate) == own:
+            wrong = [f"{k}: {tuple(v.shape)} in the file, {tuple(own_state[k].shape)} in the model"
+                     for k, v in candidate.items()
+                     if tuple(getattr(v, "shape", ())) != tuple(own_state[k].shape)]
+            if wrong:
+                raise ValueError(f"{source}: {len(wrong)} tensors have other shapes than "
+                                 f"{type(G).__name__}'s (e.g. {'; '.join(wrong[:3])}); is the "
+                                 f"generator built with the checkpoint's ngf / nz / im_size?")
+            G.load_state_dict(candidate, strict=True)
+            return layout
+    candidate = _strip_prefix(state, "module.")
+    missing, unexpected = sorted(own - set(candidate)), sorted(set(candidate) - own)
+    raise ValueError(
+        f"{source}: the keys fit {type(G).__name__} neither as saved nor with the DataParallel "
+        f"prefix 'module.' removed: {len(missing)} missing (e.g. {missing[:4]}), "
+        f"{len(unexpected)} unexpected (e.g. {unexpected[:4]}); is the generator built with "
+        f"the checkpoint's ngf / nz / im_size?")
+
+
+def _load_parameter_list(G: nn.Module, params, source: str) -> None:
+    """Copy ``params`` (tensors in ``G.parameters()`` order, as FastGAN's
+    ``copy_G_params`` saves its EMA) into ``G``."""
+    own = list(G.parameters())
+    params = list(params)
+    if len(params) != len(own):
+        raise ValueError(f"{source}: 'g_ema' holds {len(params)} tensors; {type(G).__name__} has "
+                         f"{len(own)} parameters")
+    bad = [i for i, (a, b) in enumerate(zip(own, params))
+           if not isinstance(b, torch.Tensor) or tuple(a.shape) != tuple(b.shape)]
+    if bad:
+        i = bad[0]
+        got = tuple(params[i].shape) if isinstance(params[i], torch.Tensor) else type(params[i]).__name__
+        raise ValueError(f"{source}: 'g_ema' entry {i} is {got}, parameter {i} of "
+                         f"{type(G).__name__} is {tuple(own[i].shape)} ({len(bad)} mismatches)")
+    with torch.no_grad():
+        for a, b in zip(own, params):
+            a.copy_(b)
+
+
+def load_fastgan_weights(G: nn.Module, checkpoint, *, ema: bool = True, source: str = "checkpoint") -> dict:
+    """Load FastGAN weights into ``G`` from any file upstream's ``train.py`` writes.
+
+    Layouts handled:
+
+    * ``all_N.pth``: ``{'g': state dict, 'd': ..., 'g_ema': [tensors], 'opt_g': ...}``
+      -- ``'g'`` is the raw generator, ``'g_ema'`` its exponential moving average
+      as a list of parameters in ``G.parameters()`` order (buffers such as batch
+      norm statistics and spectral-norm vectors come from ``'g'``);
+    * ``models/N.pth``: ``{'g': state dict, 'd': ...}`` whose ``'g'`` already holds
+      the EMA weights (upstream loads them before saving);
+    * a bare state dict.
+
+    In each, keys saved from ``nn.DataParallel`` (prefixed ``module.``, as
+    upstream's training saves them) and plain keys are both accepted.
+
+    Args:
+      G: the generator, built with the checkpoint's sizes (``ngf``, ``nz``,
+        ``im_size``); loaded in place.
+      checkpoint: the loaded object (``torch.load(path, weights_only=True)``).
+      ema: load the EMA weights (what upstream samples with). ``False`` loads
+        the raw ``'g'`` of an ``all_N.pth``; a file holding only EMA weights
+        then raises.
+      source: name of the file for messages.
+
+    Returns:
+      A JSON-able record: ``{'weights': 'g_ema' | 'g' | 'state_dict', 'key_layout': ...}``.
+
+    Raises:
+      ValueError: the file is not one of the layouts, or its keys or shapes do
+        not fit ``G`` (the message names the keys).
+    """
+    if isinstance(checkpoint, dict) and "g" in checkpoint:
+        layout = _load_state(G, checkpoint["g"], f"{source}['g']")
+        ema_part = checkpoint.get("g_ema")
+        if ema_part is None:
+            if not ema:
+                raise ValueError(f"{source} holds one generator 'g' (upstream's models/N.pth, whose "
+                                 f"'g' is the EMA); the raw weights are in all_N.pth")
+            return {"weights": "g (EMA)", "key_layout": layout}
+        if ema:
+            if isinstance(ema_part, dict):
+                _load_state(G, {**G.state_dict(), **_strip_prefix(ema_part, "module.")},
+                            f"{source}['g_ema']")
+            else:
+                _load_parameter_list(G, ema_part, f"{source}['g_ema']")
+            return {"weights": "g_ema", "key_layout": layout}
+        return {"weights": "g", "key_layout": layout}
+    if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor)
+                                                           for v in checkpoint.values()):
+        return {"weights": "state_dict", "key_layout": _load_state(G, checkpoint, source)}
+    keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    raise ValueError(f"{source} is not a FastGAN checkpoint: expected a dict with 'g' (and maybe "
+                     f"'g_ema') or a state dict; found {keys}")
+
+
 class FastGANAdapter(PlainAdapter):
     """FastGAN's generator: ``z -> init (C x 4 x 4) -> ... -> [image, small image]``.
 
@@ -251,17 +406,28 @@ class FastGANAdapter(PlainAdapter):
     layer the ICA/PCA paper factorizes (1024 x 4 x 4 = 16384 features at full
     size); it is :attr:`default_layer`. The image is the first output.
 
+    FastGAN's noise injections draw ``torch.randn`` on every call, so a plain
+    generator never renders the same ``z`` twice alike. The adapter controls
+    them (``noise_mode``): with ``'const'`` (the default) each row's noise is a
+    fixed function of the row's *unedited* latent -- a render replays exactly,
+    and an edit of a row keeps that row's noise, so grid columns change by
+    alpha only and ``alpha = 0`` reproduces the plain render.
+
     Args:
       module: the generator (put it in eval mode: its batch norms must use
         running statistics).
       z_dim: latent width (default: ``in_channels`` of the first
         ``ConvTranspose2d`` under ``module.init``).
       init_layer: the dotted name of the init layer.
+      noise_mode: one of :data:`NOISE_MODES`.
     """
 
     default_layer = "init"
 
-    def __init__(self, module: nn.Module, z_dim: int | None = None, *, init_layer: str = "init"):
+    def __init__(self, module: nn.Module, z_dim: int | None = None, *, init_layer: str = "init",
+                 noise_mode: str = "const"):
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if z_dim is None:
             try:
                 init = module.get_submodule(init_layer)
@@ -274,6 +440,86 @@ class FastGANAdapter(PlainAdapter):
             z_dim = conv.in_channels
         super().__init__(module, z_dim, output_index=0)
         self.default_layer = init_layer
+        self.noise_mode = noise_mode
+        self.checkpoint: dict | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, generator_factory: Callable[[], nn.Module]
+                        | nn.Module, *, ema: bool = True, map_location="cpu", **adapter_kwargs):
+        """Build the generator and load an upstream FastGAN checkpoint into it.
+
+        Args:
+          path: ``all_N.pth`` or ``models/N.pth`` from upstream's ``train.py``,
+            or a file holding a bare state dict (see :func:`load_fastgan_weights`).
+          generator_factory: a callable returning the generator built with the
+            checkpoint's sizes (``lambda: Generator(ngf=64, nz=256, im_size=1024)``),
+            or the module itself.
+          ema: load the EMA weights (default; what upstream samples with).
+          map_location: passed to ``torch.load``.
+          **adapter_kwargs: ``z_dim``, ``init_layer``, ``noise_mode``.
+
+        Returns:
+          A :class:`FastGANAdapter` on the generator in eval mode; its
+          ``checkpoint`` attribute (and :meth:`describe`) records the file and
+          which weights were loaded.
+        """
+        G = generator_factory if isinstance(generator_factory, nn.Module) else generator_factory()
+        if not isinstance(G, nn.Module):
+            raise TypeError(f"generator_factory returned {type(G).__name__}, not an nn.Module")
+        name = os.fspath(path)
+        ckpt = torch.load(name, map_location=map_location, weights_only=True)
+        record = load_fastgan_weights(G, ckpt, ema=ema, source=os.path.basename(name))
+        adapter = cls(G.eval(), **adapter_kwargs)
+        adapter.checkpoint = {"path": os.path.abspath(name), **record}
+        return adapter
+
+    @contextlib.contextmanager
+    def _noise(self, base: torch.Tensor):
+        """Feed every noise injection its noise for rows whose unedited latents are ``base``."""
+        if self.noise_mode == "random":
+            yield
+            return
+        seeds = _row_seeds(base) if self.noise_mode == "const" else None
+        handles = []
+
+        def hook_for(index):
+            def hook(module, args, kwargs):
+                if len(args) > 1 or kwargs.get("noise") is not None:
+                    return None
+                feat = args[0]
+                if seeds is None:
+                    noise = feat.new_zeros((feat.shape[0], 1, *feat.shape[2:]))
+                else:
+                    noise = _const_noise(seeds, index, feat.shape, feat.device, feat.dtype)
+                return args, {**kwargs, "noise": noise}
+            return hook
+
+        try:
+            for i, m in enumerate(_noise_modules(self.module)):
+                handles.append(m.register_forward_pre_hook(hook_for(i), with_kwargs=True))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def forward(self, z):
+        with self._noise(z):
+            return super().forward(z)
+
+    def forward_edited(self, z, step, space="z", layers=None):
+        if space != "z":
+            raise ValueError(f"{type(self).__name__} edits only space 'z', got {space!r}")
+        if layers is not None:
+            raise ValueError("layers applies to space='w+' only")
+        with self._noise(z):
+            return PlainAdapter.forward(self, z + _as_step(step, z.shape[0], self.z_dim, "z"))
+
+    def describe(self):
+        d = super().describe()
+        d["noise_mode"] = self.noise_mode
+        if self.checkpoint is not None:
+            d["checkpoint"] = dict(self.checkpoint)
+        return d
 
 
 class StyleGANAdapter(LatentAdapter):
@@ -304,16 +550,29 @@ class StyleGANAdapter(LatentAdapter):
         self._mapping = getattr(module, mapping) if isinstance(mapping, str) else mapping
         self._synthesis = getattr(module, synthesis) if isinstance(synthesis, str) else synthesis
         self.synthesis_kwargs = dict(synthesis_kwargs or {})
+        self._device_kwargs: Callable[[torch.device], dict] | None = None
 
     @classmethod
     def from_stylegan2_ada(cls, G: nn.Module, *, truncation_psi: float = 1.0,
-                           c: torch.Tensor | None = None, noise_mode: str = "const"):
+                           c: torch.Tensor | None = None, noise_mode: str = "const",
+                           force_fp32: bool | None = None, fused_modconv: bool | None = None):
         """Wrap an NVlabs StyleGAN2-ADA / StyleGAN3 generator.
 
         Uses ``G.z_dim``, ``G.w_dim``, ``G.num_ws``, ``G.c_dim``; calls
         ``G.mapping(z, c, truncation_psi=...)`` and ``G.synthesis(ws,
-        noise_mode=noise_mode)`` (``'const'``: no per-call noise, so rows
+        noise_mode=noise_mode, ...)`` (``'const'``: no per-call noise, so rows
         replay exactly).
+
+        Mixed precision: upstream's checkpoints run their highest-resolution
+        blocks in float16 (``num_fp16_res=4``), which CPUs emulate slowly (2
+        images at 64 px: 80 s in fp16 against 0.4 s in fp32, measured on this
+        project's 2-core machines). ``force_fp32=None`` forces float32 when the
+        generator is on a CPU and keeps the checkpoint's precision elsewhere;
+        ``fused_modconv=None`` turns upstream's fused modulated convolution off
+        on CPU (a pass over 256 rows of ``synthesis.b16.conv0``: 6.4 s unfused
+        against 13.2 s fused) and leaves upstream's choice elsewhere. Both are
+        resolved per call, from the device of the latents, and are passed only
+        to synthesis networks that take them (StyleGAN3 has no ``fused_modconv``).
 
         Args:
           G: the generator (e.g. ``G_ema`` from the network pickle).
@@ -321,6 +580,9 @@ class StyleGANAdapter(LatentAdapter):
           c: ``(c_dim,)`` class label for conditional models (zeros when
             ``None``).
           noise_mode: synthesis noise mode.
+          force_fp32: ``None`` (float32 on CPU only), ``True`` or ``False``.
+          fused_modconv: ``None`` (off on CPU, upstream's choice elsewhere),
+            ``True`` or ``False``.
         """
         for a in ("z_dim", "w_dim", "num_ws", "mapping", "synthesis"):
             if not hasattr(G, a):
@@ -335,6 +597,19 @@ class StyleGANAdapter(LatentAdapter):
         adapter = cls(G, z_dim=G.z_dim, w_dim=G.w_dim, num_ws=G.num_ws, mapping=mapping,
                       synthesis="synthesis", synthesis_kwargs={"noise_mode": noise_mode})
         adapter.truncation_psi = truncation_psi
+        options = _synthesis_options(G.synthesis)
+        adapter.precision = {"force_fp32": force_fp32, "fused_modconv": fused_modconv,
+                             "accepted": sorted(options & {"force_fp32", "fused_modconv"})}
+
+        def device_kwargs(device: torch.device) -> dict:
+            cpu = device.type == "cpu"
+            kw = {"force_fp32": cpu if force_fp32 is None else bool(force_fp32)}
+            fused = (False if cpu else None) if fused_modconv is None else bool(fused_modconv)
+            if fused is not None:
+                kw["fused_modconv"] = fused
+            return {k: v for k, v in kw.items() if k in options}
+
+        adapter._device_kwargs = device_kwargs
         return adapter
 
     def _ws(self, z):
@@ -348,7 +623,10 @@ class StyleGANAdapter(LatentAdapter):
 
     def synthesize(self, ws: torch.Tensor) -> torch.Tensor:
         """Images from ``ws`` ``(n, num_ws, w_dim)``."""
-        return _first(self._synthesis(ws, **self.synthesis_kwargs), 0)
+        kwargs = dict(self.synthesis_kwargs)
+        if self._device_kwargs is not None:
+            kwargs.update(self._device_kwargs(ws.device))
+        return _first(self._synthesis(ws, **kwargs), 0)
 
     def forward(self, z):
         return self.synthesize(self._ws(z))
@@ -378,7 +656,28 @@ class StyleGANAdapter(LatentAdapter):
         d.update(w_dim=self.w_dim, num_ws=self.num_ws)
         if hasattr(self, "truncation_psi"):
             d["truncation_psi"] = float(self.truncation_psi)
+        d["noise_mode"] = self.synthesis_kwargs.get("noise_mode")
+        if hasattr(self, "precision"):
+            d["precision"] = dict(self.precision)
         return d
+
+
+def _synthesis_options(synthesis) -> set[str]:
+    """The keyword options a synthesis network's ``forward`` takes: its named
+    parameters, plus upstream's pass-through ones (``**block_kwargs``) told
+    apart by architecture: StyleGAN2-ADA (``block_resolutions``) takes
+    ``force_fp32`` and ``fused_modconv``, StyleGAN3 (``layer_names``) ``force_fp32``."""
+    try:
+        params = inspect.signature(getattr(synthesis, "forward", synthesis)).parameters
+    except (TypeError, ValueError):
+        return set()
+    names = {n for n, q in params.items() if q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)}
+    if any(q.kind == q.VAR_KEYWORD for q in params.values()):
+        if hasattr(synthesis, "block_resolutions"):
+            names |= {"force_fp32", "fused_modconv", "noise_mode"}
+        elif hasattr(synthesis, "layer_names"):
+            names |= {"force_fp32", "noise_mode"}
+    return names
 
 
 def as_adapter(G, z_dim: int | None = None) -> LatentAdapter:

@@ -74,21 +74,28 @@ def _steps(directions: np.ndarray, alphas: np.ndarray, units: str, scales) -> np
     return (alphas * length)[:, None] * unit
 
 
-def _batched(adapter, n, batch_size, image_of):
-    """``concatenate([image_of(lo, hi) for each batch])`` in eval and inference mode."""
+def _batched(adapter, n, batch_size, image_of, group=None):
+    """``concatenate([image_of(lo, hi) for each batch])`` in eval and inference mode.
+
+    With ``group``, rows come in consecutive groups of that size and a batch
+    never crosses a group: each group is cut at the same offsets as a call on
+    that group alone (convolutions round differently by batch size on CPU).
+    """
+    group = n if group is None else group
+    bounds = [(lo, min(lo + batch_size, g0 + group)) for g0 in range(0, n, group)
+              for lo in range(g0, g0 + group, batch_size)]
     with torch.inference_mode(), _eval_mode(adapter.module):
-        return np.concatenate([image_of(lo, min(lo + batch_size, n))
-                               for lo in range(0, n, batch_size)])
+        return np.concatenate([image_of(lo, hi) for lo, hi in bounds])
 
 
-def _run(adapter, z, steps, space, layers, batch_size, drange):
+def _run(adapter, z, steps, space, layers, batch_size, drange, group=None):
     def image_of(lo, hi):
         if steps is None:
             return to_uint8(adapter.forward(z[lo:hi]), drange)
         sb = torch.as_tensor(steps[lo:hi], dtype=torch.float32, device=z.device)
         return to_uint8(adapter.forward_edited(z[lo:hi], sb, space, layers), drange)
 
-    return _batched(adapter, z.shape[0], batch_size, image_of)
+    return _batched(adapter, z.shape[0], batch_size, image_of, group)
 
 
 def render(G, z, *, batch_size: int = 32, drange=(-1.0, 1.0)) -> np.ndarray:
@@ -173,7 +180,11 @@ def edit(G, z, directions, alphas, *, units: str = "std", scales=None, space: st
 
     Returns:
       uint8 images ``(m, a, n, H, W, C)``; the ``m`` axis is absent for a
-      1-D ``directions`` and the ``a`` axis for a scalar ``alphas``.
+      1-D ``directions`` and the ``a`` axis for a scalar ``alphas``. Each
+      (direction, alpha) cell's ``n`` samples are batched exactly as
+      :func:`render` batches ``z``, so an ``alpha = 0`` cell equals
+      ``render(G, z, batch_size=batch_size)`` bit for bit (with a deterministic
+      generator: see :class:`bridges.generators.FastGANAdapter`'s ``noise_mode``).
     """
     adapter = as_adapter(G)
     zt = _as_z(z, adapter)
@@ -195,7 +206,7 @@ def edit(G, z, directions, alphas, *, units: str = "std", scales=None, space: st
     steps = np.stack([_steps(dirs, np.full(m, alpha), units, sc) for alpha in al], axis=1)
     steps = np.repeat(steps.reshape(m * a, 1, dim), n, axis=1).reshape(m * a * n, dim)
     zz = zt.repeat(m * a, 1)
-    images = _run(adapter, zz, steps, space, layers, batch_size, drange)
+    images = _run(adapter, zz, steps, space, layers, batch_size, drange, group=n)
     images = images.reshape(m, a, n, *images.shape[1:])
     if single_alpha:
         images = images[:, 0]

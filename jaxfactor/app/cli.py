@@ -108,10 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--method", required=True, choices=["pca", "ica", "sca", "sefa"])
     g.add_argument("--components", type=_positive_int, required=True)
     g.add_argument("--samples", type=_positive_int, default=10000)
-    g.add_argument("--batch-size", type=_positive_int, default=256)
+    g.add_argument("--batch-size", type=_positive_int,
+                   help="latents per forward pass (default: 32 on CPU, 256 on accelerators)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--pool", choices=["max", "avg"], help="spatial pooling of the activations")
-    g.add_argument("--pool-size", type=_positive_int, help="pooled spatial size (with --pool)")
+    g.add_argument("--pool", choices=["max", "avg"],
+                   help="spatial pooling of the activations (needs --pool-size)")
+    g.add_argument("--pool-size", type=_positive_int, nargs="+", metavar="N",
+                   help="pooled spatial size with --pool: N (square) or H W")
     g.add_argument("--space", choices=["z", "w"], help="latent to lift to (default: w when there is one)")
     g.add_argument("--sefa-weights", nargs="+", metavar="PARAM",
                    help="for --method sefa: names of (C_l x d) weight parameters of the module")
@@ -125,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--alphas", type=_finite_float, nargs="+", default=[-3.0, 0.0, 3.0])
     e.add_argument("--units", choices=["std", "latent"], default="std",
                    help="alpha in standard deviations of the component (default) or latent distance")
+    e.add_argument("--space", choices=["z", "w", "w+"],
+                   help="latent space of the edit (default: the file's); w+ edits W directions on "
+                        "the --layers only")
+    e.add_argument("--layers", metavar="A-B|I,J,...",
+                   help="W+ layers of a --space w+ edit: a range A-B (inclusive) or a list I,J,...")
+    e.add_argument("--samples", type=_positive_int, default=1,
+                   help="samples per direction: the grid has one row per (direction, sample)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="PNG to write")
 
@@ -148,27 +158,67 @@ def _named_weights(adapter, names):
     return [params[n].detach().cpu().numpy() for n in names]
 
 
+def _pool_size(args):
+    """``--pool`` / ``--pool-size`` as ``ActivationStream`` wants them, refused in CLI terms."""
+    size = args.pool_size
+    if args.pool is None:
+        if size is not None:
+            raise ValueError("--pool-size needs --pool max or --pool avg")
+        return None
+    if size is None:
+        raise ValueError(f"--pool {args.pool} needs --pool-size N (a square size) or --pool-size H W")
+    if len(size) > 2:
+        raise ValueError(f"--pool-size takes N or H W, got {len(size)} numbers")
+    return size[0] if len(size) == 1 else tuple(size)
+
+
+def _layers(text: str | None, num_ws: int | None) -> list[int] | None:
+    """``--layers`` ``'A-B'`` (inclusive) or ``'I,J,...'`` as W+ indices."""
+    if text is None:
+        return None
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = (int(s) for s in text.split("-", 1))
+            layers = list(range(lo, hi + 1))
+        else:
+            layers = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--layers must be a range A-B or a list I,J,..., got {text!r}") from None
+    if not layers:
+        raise ValueError(f"--layers {text!r} names no layer")
+    if num_ws is not None and not all(0 <= i < num_ws for i in layers):
+        raise ValueError(f"--layers {text!r} outside the generator's W+ layers 0-{num_ws - 1}")
+    return layers
+
+
 def _cmd_discover(args) -> int:
     from bridges.generators import describe_sampler
 
     from ..directions import save_directions
     from .pipeline import discover, load_generator
 
+    pool_size = _pool_size(args)  # before the generator is built
     adapter = load_generator(args.generator)
     weights = _named_weights(adapter, args.sefa_weights) if args.sefa_weights else None
     found = discover(adapter, args.layer, args.method, args.components, n_samples=args.samples,
                      seed=args.seed, batch_size=args.batch_size, pool=args.pool,
                      show_progress=sys.stderr.isatty(),
-                     pool_size=args.pool_size, space=args.space, sefa_weights=weights)
+                     pool_size=pool_size, space=args.space, sefa_weights=weights)
     arrays = {"r2": found.r2} if found.r2 is not None else None
     save_directions(args.out, found.directions, found.scales, method=args.method, space=found.space,
                     layer=args.layer, params={"n_components": args.components, "pool": args.pool,
-                                              "pool_size": args.pool_size},
-                    generator=args.generator, arrays=arrays,
+                                              "pool_size": pool_size},
+                    generator={"spec": args.generator, **adapter.describe()}, arrays=arrays,
                     provenance={"n_samples": args.samples, "seed": args.seed,
-                                "sampler": describe_sampler(args.seed, adapter.z_dim)})
+                                "sampler": describe_sampler(args.seed, adapter.z_dim)},
+                    extra={"convergence": found.convergence})
+    conv = found.convergence
+    note = ""
+    if conv is not None:
+        note = (f"; converged in {conv['n_iter']} iterations" if conv["status"] == "converged"
+                else f"; NOT converged: {conv['message'] or conv['status']}")
     print(f"wrote {args.out}: {len(found.directions)} directions in {found.space} "
-          f"({found.seconds:.1f} s)")
+          f"({found.seconds:.1f} s){note}")
     return 0
 
 
@@ -180,17 +230,29 @@ def _cmd_edit(args) -> int:
     from .pipeline import load_generator
 
     dirs = load_directions(args.directions)  # the cheap check first: before the generator is built
-    adapter = load_generator(args.generator)
-    space = dirs.metadata.get("space") or "z"
+    found_in = dirs.metadata.get("space") or "z"
+    space = args.space or found_in
+    if space != found_in and not (space == "w+" and found_in in ("w", "w+")):
+        raise ValueError(f"--space {space}: the file's directions live in {found_in!r}; "
+                         f"{'only w and w+ share directions' if found_in == 'w' else 'use --space ' + found_in}")
+    if args.layers is not None and space != "w+":
+        raise ValueError("--layers applies to --space w+ only")
     idx = args.indices if args.indices else list(range(min(8, len(dirs.directions))))
     bad = [i for i in idx if not 0 <= i < len(dirs.directions)]
     if bad:
         raise ValueError(f"--indices {bad} out of range: the file has {len(dirs.directions)} directions")
-    z = sample_z(args.seed, 0, 1, adapter.z_dim)
+    adapter = load_generator(args.generator)
+    if space not in adapter.spaces:
+        raise ValueError(f"--space {space}: this generator edits {', '.join(adapter.spaces)}")
+    layers = _layers(args.layers, getattr(adapter, "num_ws", None))
+    z = sample_z(args.seed, 0, args.samples, adapter.z_dim)
     images = edit(adapter, z, dirs.directions[idx], args.alphas, units=args.units,
-                  scales=dirs.scales[idx], space=space)
-    save_grid(images[:, :, 0], args.out)
-    print(f"wrote {args.out}: {len(idx)} directions x {len(args.alphas)} strengths")
+                  scales=dirs.scales[idx], space=space, layers=layers)   # (m, a, n, H, W, C)
+    rows = images.transpose(0, 2, 1, 3, 4, 5).reshape(-1, *images.shape[1:2], *images.shape[3:])
+    save_grid(rows, args.out)
+    where = f"W+ layers {layers[0]}-{layers[-1]}" if layers else space
+    print(f"wrote {args.out}: {len(idx)} directions x {args.samples} samples (rows) x "
+          f"{len(args.alphas)} strengths (columns), in {where}")
     return 0
 
 

@@ -166,12 +166,18 @@ class Discovery(NamedTuple):
 
     Attributes:
       directions: ``(k, d)`` latent directions (unit norm).
-      scales: ``(k,)`` latent length of a one-standard-deviation step of each
-        component's score (the edit scale; 1 when factorizing the latent).
+      scales: ``(k,)`` the latent length of a one-standard-deviation edit:
+        for directions lifted from a layer, the step that moves the
+        component's score by one standard deviation; for directions found in
+        the latent itself (``layer`` ``'z'``/``'w'``, and SeFa), the standard
+        deviation of the latents projected on the direction.
       space: latent space of the directions (``'z'`` or ``'w'``).
       estimator: the fitted estimator.
       r2: ``(k,)`` lifting fit quality, or ``None`` when no lift was needed.
       seconds: wall time of factorization and lifting.
+      convergence: JSON-able ``{'status', 'n_iter', 'message'}`` of an
+        iterative fit (``status`` ``'converged'`` or ``'max_iter'``), or
+        ``None`` for closed-form methods.
     """
 
     directions: np.ndarray
@@ -180,10 +186,60 @@ class Discovery(NamedTuple):
     estimator: Any
     r2: np.ndarray | None
     seconds: float
+    convergence: dict | None = None
+
+
+def projection_std(blocks, directions: np.ndarray) -> np.ndarray:
+    """Standard deviation (``ddof=1``) of rows projected on unit ``directions``.
+
+    Args:
+      blocks: an iterable of ``(b, d)`` row blocks (the latents).
+      directions: ``(k, d)`` unit-norm rows.
+
+    Returns:
+      ``(k,)`` float32: one-std lengths for :func:`bridges.render.edit`'s ``'std'`` units.
+    """
+    dirs = np.asarray(directions, np.float64)
+    count, mean, m2 = 0, np.zeros(len(dirs)), np.zeros(len(dirs))
+    for block in blocks:
+        proj = np.asarray(block, np.float64) @ dirs.T
+        b = proj.shape[0]
+        if b == 0:
+            continue
+        bmean = proj.mean(axis=0)
+        delta = bmean - mean
+        total = count + b
+        m2 += ((proj - bmean) ** 2).sum(axis=0) + delta ** 2 * count * b / total   # Chan et al.
+        mean += delta * b / total
+        count = total
+    if count < 2:
+        raise ValueError("the standard deviation of a projection needs at least 2 samples")
+    return np.sqrt(m2 / (count - 1)).astype(np.float32)
+
+
+def _fit_reporting(est, data) -> dict | None:
+    """``est.fit(data)`` with its ConvergenceWarning caught, returned as a record
+    (reported once, by the caller) instead of printed between progress bars."""
+    import warnings
+
+    from .._validation import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est.fit(data)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    status = getattr(est, "status_", None)
+    if status is None:
+        return None
+    return {"status": str(status), "n_iter": int(getattr(est, "n_iter_", 0)),
+            "message": messages[-1] if messages else None}
 
 
 def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: int,
-             seed: int = 0, batch_size: int = 256, pool: str | None = None, pool_size=None,
+             seed: int = 0, batch_size: int | None = None, pool: str | None = None, pool_size=None,
              space: str | None = None, sefa_weights=None, random_state: int = 0,
              show_progress: bool = True, estimator_params: dict | None = None) -> Discovery:
     """Find ``n_components`` latent directions of ``adapter``'s generator.
@@ -206,7 +262,10 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
         sefa = SeFa(n_components).fit(sefa_weights)
         dirs = np.asarray(sefa.components_, np.float32)
         sp = space or ("w" if "w" in getattr(adapter, "spaces", ()) else "z")
-        return Discovery(dirs, np.ones(len(dirs), np.float32), sp, sefa, None, time.perf_counter() - t0)
+        codes = ActivationStream(latent=adapter, layer=sp, n_samples=n_samples,
+                                 batch_size=batch_size, seed=seed)
+        scales = projection_std(codes.blocks(codes.batch_size * 4), dirs)
+        return Discovery(dirs, scales, sp, sefa, None, time.perf_counter() - t0)
     stream = ActivationStream(latent=adapter, layer=layer, n_samples=n_samples, batch_size=batch_size,
                               seed=seed, pool=pool, pool_size=pool_size)
     est = make_estimator(method, n_components, random_state=random_state, **(estimator_params or {}))
@@ -215,13 +274,16 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     with progress_bar(n_samples, f"{method}: reading {layer}", show_progress) as update:
         if not materialize_stream(method, stream.n_features):
             est.set_params(solver="streaming")
-            est.fit(ProgressSource(stream, update))
+            convergence = _fit_reporting(est, ProgressSource(stream, update))
         else:
-            x = np.concatenate([np.asarray(b) for b in ProgressSource(stream, update).blocks(batch_size * 4)])
-            est.fit(x)
+            x = np.concatenate([np.asarray(b) for b in
+                                 ProgressSource(stream, update).blocks(stream.batch_size * 4)])
+            convergence = _fit_reporting(est, x)
     if layer in ("z", "w"):
         dirs = feature_directions(est)
-        return Discovery(dirs, np.ones(len(dirs), np.float32), layer, est, None, time.perf_counter() - t0)
+        scales = projection_std([x] if x is not None else stream.blocks(stream.batch_size * 4),
+                                dirs)
+        return Discovery(dirs, scales, layer, est, None, time.perf_counter() - t0, convergence)
     sp = space or ("w" if "w" in adapter.latent_names else "z")
     if x is not None:
         # the features are already in memory: regress on the latents of the same
@@ -235,4 +297,4 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     norms = np.linalg.norm(d, axis=1)
     unit = (d / np.where(norms[:, None] == 0, 1, norms[:, None])).astype(np.float32)
     return Discovery(unit, norms.astype(np.float32), sp, est, np.asarray(lifted.r2),
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, convergence)
