@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "orthonormalize",
@@ -93,6 +94,33 @@ def polar(a: jax.Array) -> jax.Array:
     return u @ vt
 
 
+def row_signs(rows, rule: str = "largest"):
+    """The project's one sign convention: ``(k,)`` signs that make each row's
+    leading entry positive (a zero entry counts as positive).
+
+    ``rule='largest'`` leads with the largest-magnitude entry (scikit-learn's
+    PCA convention; PCA, SeFa and FastICA's directions); ``rule='first'`` with
+    the first entry (scikit-learn's FastICA whitening, so that a ``w_init``
+    means the same in both). SCA keeps epca's own rule (positive skewness,
+    :func:`jaxfactor.sca.flip_skewness`), which the reference results use.
+
+    Args:
+      rows: ``(k, p)`` NumPy or JAX array.
+      rule: ``'largest'`` or ``'first'``.
+
+    Returns:
+      ``(k,)`` array of ``+1`` / ``-1`` of ``rows``' dtype and kind.
+    """
+    xp = np if isinstance(rows, np.ndarray) else jnp
+    if rule == "largest":
+        lead = xp.take_along_axis(rows, xp.argmax(xp.abs(rows), axis=1)[:, None], axis=1)[:, 0]
+    elif rule == "first":
+        lead = rows[:, 0]
+    else:
+        raise ValueError(f"rule must be 'largest' or 'first', got {rule!r}")
+    return xp.where(lead < 0, -1, 1).astype(rows.dtype)
+
+
 def svd_flip(u: jax.Array | None, vt: jax.Array) -> tuple[jax.Array | None, jax.Array]:
     """Deterministic signs for singular vectors, decided by the right vectors.
 
@@ -108,9 +136,7 @@ def svd_flip(u: jax.Array | None, vt: jax.Array) -> tuple[jax.Array | None, jax.
     Returns:
       ``(u, vt)`` with flipped signs (``u`` stays ``None`` if given so).
     """
-    idx = jnp.argmax(jnp.abs(vt), axis=1)
-    signs = jnp.sign(vt[jnp.arange(vt.shape[0]), idx])
-    signs = jnp.where(signs == 0, 1, signs).astype(vt.dtype)
+    signs = row_signs(vt)
     vt = vt * signs[:, None]
     if u is not None:
         u = u * signs[None, :]
@@ -280,7 +306,7 @@ class VarimaxResult(NamedTuple):
 
 @partial(jax.jit, static_argnames=("normalize",))
 def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
-            init: jax.Array | None = None, n_rows=None) -> VarimaxResult:
+            init: jax.Array | None = None, n_valid=None) -> VarimaxResult:
     """Varimax rotation of the columns of ``a`` (Kaiser 1958), as R's
     ``stats::varimax``.
 
@@ -299,7 +325,7 @@ def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
       init: ``(k, k)`` orthogonal starting rotation (default the identity, as
         R). A start near the optimum (e.g. the rotation found for a nearby
         matrix) converges in a few steps.
-      n_rows: the row count ``p`` that the column means of ``L^2`` divide by
+      n_valid: the row count ``p`` that the column means of ``L^2`` divide by
         (traced; default ``a.shape[0]``). For a matrix padded with zero rows
         (row sharding over a mesh, see :func:`jaxfactor.sharding.shard_rows`)
         pass the true count: zero rows add nothing to the sums, so the result
@@ -322,7 +348,7 @@ def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
         norms = jnp.where(norms > 0, norms, 1).astype(dtype)
         a = a / norms
     tol = jnp.asarray(tol, dtype)
-    count = jnp.asarray(p if n_rows is None else n_rows, dtype)
+    count = jnp.asarray(p if n_valid is None else n_valid, dtype)
     # (k, p): both products below contract the long axis of row-major operands;
     # the barrier keeps XLA from folding the transpose back into the dots.
     a_t = jax.lax.optimization_barrier(a.T)

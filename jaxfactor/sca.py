@@ -132,7 +132,7 @@ def flip_skewness(a: jax.Array) -> jax.Array:
 
 
 def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
-        previous: jax.Array | None = None, n_rows=None) -> jax.Array:
+        previous: jax.Array | None = None, n_valid=None) -> jax.Array:
     """Polar, Rotate, Shrink: the building block of SCA (Chen & Rohe).
 
     ``polar(a)`` (orthonormal factor ``U V^T`` of ``a = U S V^T``, through a
@@ -152,7 +152,7 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
         orthogonal ``T`` minimising ``||Q T - previous||_F``, instead of ``I``,
         and takes ``_WARM_STEPS`` (10) steps (it keeps refining across calls;
         see :func:`sca_iterate`).
-      n_rows: the true row count for varimax's column means when ``a`` has
+      n_valid: the true row count for varimax's column means when ``a`` has
         zero padding rows (row sharding); default ``m``.
 
     Returns:
@@ -168,15 +168,15 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
       >>> bool(np.abs(prs(a, 2.0)).sum() <= 2.0 + 1e-5)  # inside the L1 ball
       True
     """
-    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_rows=n_rows)
+    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_valid=n_valid)
 
 
-def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_rows=None):
+def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``."""
     if rotate == "varimax" and previous is None:
-        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, n_rows=n_rows).rotated
+        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, n_valid=n_valid).rotated
     elif rotate == "varimax":
-        q = varimax(q, 0.0, _WARM_STEPS, init=polar(q.T @ previous), n_rows=n_rows).rotated
+        q = varimax(q, 0.0, _WARM_STEPS, init=polar(q.T @ previous), n_valid=n_valid).rotated
     q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget, method="active_set")
@@ -260,13 +260,13 @@ def _factored_sides(u, s, vt) -> _Sides:
                   lambda w: u @ w, lambda w: vt.T @ polar(s[:, None] * w))
 
 
-def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_rows):
+def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_valid):
     """The SCA alternation as one ``lax.while_loop``.
 
-    ``n_rows`` is the true sample count (``X`` may carry zero-padding rows).
+    ``n_valid`` is the true sample count (``X`` may carry zero-padding rows).
     """
     if rotate == "varimax" and varimax_start == "previous":
-        return _iterate_warm(sides, y0, gamma, tol, max_iter, n_rows)
+        return _iterate_warm(sides, y0, gamma, tol, max_iter, n_valid)
     apply, apply_t = sides.apply, sides.apply_t
     dtype = y0.dtype
     xy0 = apply(y0)
@@ -277,7 +277,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_r
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z = prs(s.xy, None, rotate=rotate, n_rows=n_rows)  # k sqrt(n) budget: never binding
+        z = prs(s.xy, None, rotate=rotate, n_valid=n_valid)  # k sqrt(n) budget: never binding
         z, xtz = _order_by(z, apply_t(z))
         y = prs(xtz, gamma, rotate=rotate)
         y, xy = _order_by(y, apply(y))
@@ -289,7 +289,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_r
     return jax.lax.while_loop(cond, body, init)
 
 
-def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
+def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_valid):
     """The alternation with varimax warm-started from the previous loadings.
 
     With that start the rotation applied on the sample side does not change
@@ -313,7 +313,7 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
     dtype = y0.dtype
     # First step as the reference: varimax from I on both sides.
     z0 = sides.lift(polar(sides.reduce(y0)))
-    z1 = _rotate_shrink(z0, None, rotate="varimax", n_rows=n_rows)
+    z1 = _rotate_shrink(z0, None, rotate="varimax", n_valid=n_valid)
     y1 = prs(sides.apply_t(z1), gamma, rotate="varimax")
     y1, coords1 = _order_by(y1, sides.reduce(y1))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
@@ -332,7 +332,7 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_rows):
     state = jax.lax.while_loop(cond, body, init)
     xy = sides.lift(state.xy)
     q = sides.lift(polar(state.xy))
-    z = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=polar(q.T @ z1), n_rows=n_rows).rotated
+    z = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=polar(q.T @ z1), n_valid=n_valid).rotated
     z, _ = _order_by(flip_skewness(z), sides.apply_t(z))
     return state._replace(xy=xy, z=z)
 
@@ -370,14 +370,14 @@ def _finish(x, mean, state: _LoopState, scores, tol):
     return _assemble(state, mean, scores, captured, adds, total, tol)
 
 
-def _true_rows(x, n_rows):
-    return x.shape[0] if n_rows is None else n_rows
+def _true_rows(x, n_valid):
+    return x.shape[0] if n_valid is None else n_valid
 
 
 @partial(jax.jit, static_argnames=("rotate", "varimax_start"))
 def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5,
                 max_iter=1000, rotate: str = "varimax",
-                varimax_start: str = "identity", n_rows=None) -> SCAResult:
+                varimax_start: str = "identity", n_valid=None) -> SCAResult:
     """Run the SCA iteration on ``X`` in memory, from the loadings ``y0``.
 
     ``Z <- PRS(X_c Y)``, ``Y <- PRS(X_c^T Z, gamma)`` until no entry of ``Z``
@@ -401,7 +401,7 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
         iterations, far fewer varimax steps; at the joint fixed point the
         rotation is an exact varimax stationary point rather than one stopped
         at R's loose tolerance. Measured effect in ``benchmarks/bench_sca.py``.
-      n_rows: true row count when ``x`` carries padding rows (traced;
+      n_valid: true row count when ``x`` carries padding rows (traced;
         default ``x.shape[0]``); used for varimax's column means on the
         sample side.
 
@@ -421,23 +421,23 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
     """
     gamma = jnp.asarray(gamma, x.dtype)
     state = _iterate(_data_sides(x, mean), y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
-                     varimax_start, _true_rows(x, n_rows))
+                     varimax_start, _true_rows(x, n_valid))
     return _finish(x, mean, state, state.xy, tol)
 
 
 def _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate, varimax_start,
-                      n_rows) -> _LoopState:
+                      n_valid) -> _LoopState:
     dtype = vt.dtype
     y0 = vt[:n_components].T
     return _iterate(_factored_sides(u, s, vt), y0, jnp.asarray(gamma, dtype), jnp.asarray(tol, dtype),
-                    max_iter, rotate, varimax_start, n_rows)
+                    max_iter, rotate, varimax_start, n_valid)
 
 
 @partial(jax.jit, static_argnames=("n_components", "rotate", "varimax_start"))
 def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Array,
                         vt: jax.Array, gamma, *, n_components: int, tol=1e-5, max_iter=1000,
                         rotate: str = "varimax", varimax_start: str = "identity",
-                        n_rows=None) -> SCAResult:
+                        n_valid=None) -> SCAResult:
     """The SCA iteration on the rank-``r`` approximation ``X_c ~ U diag(s) Vt``.
 
     Each product costs ``O((n + p) r k)`` instead of ``O(n p k)``:
@@ -452,7 +452,7 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
       u: ``(n, r)``; s: ``(r,)``; vt: ``(r, p)``: truncated SVD of ``X_c``.
       gamma: L1 budget of the loadings (traced).
       n_components: ``k <= r`` (static).
-      tol, max_iter, rotate, varimax_start, n_rows: as for :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start, n_valid: as for :func:`sca_iterate`.
 
     Returns:
       :class:`SCAResult`.
@@ -467,7 +467,7 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
       ((8, 2), (50, 2), (2, 2))
     """
     state = _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate,
-                              varimax_start, _true_rows(x, n_rows))
+                              varimax_start, _true_rows(x, n_valid))
     scores = centred_matmul(x, mean, state.y)
     return _finish(x, mean, state, scores, tol)
 
@@ -601,7 +601,7 @@ def default_gamma(n_features: int, n_components: int) -> float:
 
 def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5,
         max_iter: int = 1000, rotate: str = "varimax", reduced_rank: int | None = None,
-        svd_solver: str = "auto", varimax_start: str = "identity", n_rows=None) -> SCAResult:
+        svd_solver: str = "auto", varimax_start: str = "identity", n_valid=None) -> SCAResult:
     """Sparse component analysis of ``X`` in memory: initial SVD plus iteration.
 
     Starts from the top ``k`` right singular vectors of ``X_c`` (exact by
@@ -613,14 +613,14 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
     Args:
       x: ``(n, p)`` float array; the kernels assume it is finite. May be
         row-sharded over a mesh and padded with rows equal to the column mean
-        (:func:`jaxfactor.sharding.shard_rows`); pass the true ``n_rows``.
+        (:func:`jaxfactor.sharding.shard_rows`); pass the true ``n_valid``.
       n_components: ``k <= min(n, p)``.
       key: ``jax.random`` key for the randomized SVD.
       gamma: L1 budget of the ``(p, k)`` loadings (default ``sqrt(p k)``).
       tol, max_iter, rotate, varimax_start: see :func:`sca_iterate`.
       reduced_rank: ``None`` (iterate on ``X``) or ``r`` in ``[k, min(n, p)]``.
       svd_solver: ``'auto'``, ``'full'`` or ``'randomized'`` for the start.
-      n_rows: true row count (default ``x.shape[0]``).
+      n_valid: true row count (default ``x.shape[0]``).
 
     Returns:
       :class:`SCAResult`.
@@ -636,15 +636,15 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
       True
     """
     n, p = x.shape
-    n_true = n if n_rows is None else int(n_rows)
+    n_count = n if n_valid is None else int(n_valid)
     k = n_components
     gamma = default_gamma(p, k) if gamma is None else gamma
     if reduced_rank is not None:
         svd = randomized_svd(x, reduced_rank, key=key, center=True, compute_u=True)
         return sca_iterate_reduced(x, svd.mean, svd.u, svd.s, svd.vt, gamma, n_components=k,
                                    tol=tol, max_iter=max_iter, rotate=rotate,
-                                   varimax_start=varimax_start, n_rows=n_true)
-    solver = choose_svd_solver(svd_solver, n_true, p, k, True)
+                                   varimax_start=varimax_start, n_valid=n_count)
+    solver = choose_svd_solver(svd_solver, n_count, p, k, True)
     if solver == "full":
         # mean-padding rows change neither the mean nor the principal axes
         start = pca_full(ArraySource(x), k, dtype=x.dtype)
@@ -653,4 +653,4 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
         start = randomized_svd(x, k, key=key, center=True, compute_u=False)
         mean, y0 = start.mean, start.vt.T
     return sca_iterate(x, mean, y0, gamma, tol=tol, max_iter=max_iter, rotate=rotate,
-                       varimax_start=varimax_start, n_rows=n_true)
+                       varimax_start=varimax_start, n_valid=n_count)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._linalg import row_signs
 from ._policy import WHITEN_SOLVERS, choose_whiten_range, choose_whiten_solver
 from .accumulate import centred_matmul, stack_rows
 from .pca import pca_full
@@ -62,8 +63,7 @@ class WhiteningResult(NamedTuple):
 
 
 def _first_entry_signs(vt):
-    signs = jnp.sign(vt[:, 0])
-    return jnp.where(signs == 0, 1, signs).astype(vt.dtype)
+    return row_signs(vt, "first")
 
 
 @jax.jit
@@ -158,9 +158,9 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
     """
     n, p = x.shape
     k = int(n_components)
-    n_true = n if n_valid is None else int(n_valid)
-    solver = choose_whiten_solver(solver, n_true, p, k)
-    if solver != "randomized" and n_true != n:
+    n_count = n if n_valid is None else int(n_valid)
+    solver = choose_whiten_solver(solver, n_count, p, k)
+    if solver != "randomized" and n_count != n:
         raise ValueError("n_valid (padded rows) is supported by the randomized solver only")
     if solver == "svd":
         return _whiten_svd(x, k)
@@ -173,9 +173,9 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
         key = jax.random.key(0) if key is None else key
         kw = dict(randomized_kwargs)
         kw["method"], kw["n_iter"] = choose_whiten_range(kw.get("method", "auto"), kw.get("n_iter"),
-                                                         n_true, p, k)
+                                                         n_count, p, k)
         svd = randomized_svd(x, k, key=key, center=True, compute_u=True, **kw)
-        return _white_from_u(svd.u, svd.vt, svd.s, svd.mean, jnp.asarray(n_true, jnp.int32))
+        return _white_from_u(svd.u, svd.vt, svd.s, svd.mean, jnp.asarray(n_count, jnp.int32))
     raise ValueError(f"solver must be one of {WHITEN_SOLVERS}, got {solver!r}")
 
 

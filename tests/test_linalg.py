@@ -386,7 +386,7 @@ def test_varimax_zero_padding_rows_with_true_count_change_nothing(rng):
     # (the float64 path's; near the flat optimum float32 fixed points drift, so do
     # not run to it)
     plain = L.varimax(jnp.asarray(a), 0.0, 5)
-    counted = L.varimax(jnp.asarray(padded), 0.0, 5, n_rows=90)
+    counted = L.varimax(jnp.asarray(padded), 0.0, 5, n_valid=90)
     t, carried, first = np.eye(4), 0.0, None
     for i in range(5):
         jac, t_next = _jacobian_norm(a64, t, 90)
@@ -430,3 +430,19 @@ def test_l1_threshold_active_set_equals_sort(rng, shape):
     t = np.array([[1.0, -1.0], [1.0, 0.5]], np.float32)
     got = L.project_l1_ball(jnp.asarray(t), 1.5, method="active_set")
     assert_within(got, [[0.5, -0.5], [0.5, 0.0]], _l1_theta_error(t, 1.5, rounded_input=False) + U32 * np.abs(t))
+
+
+def test_row_signs_is_the_one_sign_convention(rng):
+    a = rng.standard_normal((6, 9)).astype(np.float32)
+    a[2] = 0.0
+    largest = L.row_signs(a)
+    lead = a[np.arange(6), np.argmax(np.abs(a), axis=1)]
+    assert np.array_equal(largest, np.where(lead < 0, -1, 1))
+    assert np.array_equal(L.row_signs(a, "first"), np.where(a[:, 0] < 0, -1, 1))
+    assert np.array_equal(np.asarray(L.row_signs(jnp.asarray(a))), largest)
+    flipped = a * largest[:, None]
+    assert np.all(flipped[np.arange(6), np.argmax(np.abs(a), axis=1)] >= 0)
+    _, vt = L.svd_flip(None, jnp.asarray(a))
+    np.testing.assert_array_equal(np.asarray(vt), flipped)
+    with pytest.raises(ValueError, match="rule"):
+        L.row_signs(a, "last")

@@ -592,7 +592,7 @@ def test_mean_padding_rows_change_nothing(rng):
     padded = np.concatenate([x, np.broadcast_to(mean32, (4, P))]).astype(np.float32)
     # (the reduced variant is checked the same way on a real mesh in test_sca_scale.py)
     plain = sca(jnp.asarray(x), 3, key=jax.random.key(0), gamma=gamma)
-    pad = sca(jnp.asarray(padded), 3, key=jax.random.key(0), gamma=gamma, n_rows=N)
+    pad = sca(jnp.asarray(padded), 3, key=jax.random.key(0), gamma=gamma, n_valid=N)
     # two converged runs whose sums differ in order (and by rows of ~zero centred value)
     b = sca_comparison_bounds(x, plain.loadings, 1e-5)
     T.assert_within(pad.loadings, plain.loadings, b["y"])

@@ -48,7 +48,7 @@ MESH_SCRIPT = textwrap.dedent("""
         }}
     # the kernel on the sharded array: the data and the n-side results live on 4 devices
     xs, n = shard_rows(x, mesh)
-    res = sca(xs, 3, key=jax.random.key(0), gamma=gamma, n_rows=n)
+    res = sca(xs, 3, key=jax.random.key(0), gamma=gamma, n_valid=n)
     out["x_shards"] = [(str(s.device), list(s.data.shape)) for s in xs.addressable_shards]
     out["x_spec"] = str(xs.sharding.spec)
     out["scores_shards"] = sorted({{str(s.device) for s in res.scores.addressable_shards}})

@@ -11,6 +11,7 @@ import numpy as np
 from .. import _params as P
 from .. import _validation as V
 from .._base import Factorizer
+from .._linalg import row_signs
 from .._policy import (
     DECORRELATIONS,
     WHITEN_SOLVERS,
@@ -84,8 +85,7 @@ def _order_and_sign(unmixing, mixing, source_variance) -> _Ordered:
     mixing, unmixing, explained = mixing[:, order], unmixing[order], explained[order]
     norms = np.linalg.norm(mixing, axis=0)
     directions = (mixing / np.maximum(norms, np.finfo(mixing.dtype).tiny)).T
-    top = directions[np.arange(directions.shape[0]), np.argmax(np.abs(directions), axis=1)]
-    signs = np.where(top < 0, -1, 1).astype(mixing.dtype)
+    signs = row_signs(directions)
     return _Ordered(unmixing * signs[:, None], mixing * signs[None, :],
                     directions * signs[:, None], explained, order, signs)
 

@@ -161,7 +161,7 @@ class SCA(Factorizer):
             if self.mesh is not None:
                 # rows equal to the mean: zero in every centred product
                 arr, _ = shard_rows(arr, self.mesh)
-            res = sca(arr, k, reduced_rank=rank, svd_solver=solver, n_rows=n, **common)
+            res = sca(arr, k, reduced_rank=rank, svd_solver=solver, n_valid=n, **common)
         res = jax.block_until_ready(res)  # inside fit's BLAS thread limit
         self.components_ = np.asarray(res.loadings).T.copy()
         self.mean_ = np.asarray(res.mean)
