@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .accumulate import Accumulator, InFlight
+from .accumulate import Accumulator
+from .streaming import run_pass
 
 __all__ = ["LiftState", "LiftResult", "lift_accumulator", "lift_directions", "lift"]
 
@@ -246,6 +247,43 @@ def _pick_latents(lat: Any, space: str | None):
     return lat
 
 
+class _ScoresAndLatents:
+    """The rows a lift regresses, as a row source: block ``i`` is ``[scores |
+    latents]`` of the source's rows (``(b, k + d)``), so :func:`lift` runs on
+    :func:`jaxfactor.streaming.run_pass`. The first block is read once, to learn
+    ``k``, ``d`` and the dtype, and served from memory to the pass."""
+
+    def __init__(self, source, transform, space, first_rows):
+        self._source, self._transform, self._space = source, transform, space
+        self.n_samples = int(source.n_samples)
+        self._first = (0, first_rows, self._pair(0, first_rows))
+        scores, lat = self._first[2]
+        self.n_components = int(scores.shape[1])
+        self.n_features = int(scores.shape[1] + lat.shape[1])
+        self.dtype = V.working_dtype(scores.dtype)
+
+    def _pair(self, lo, hi):
+        if hasattr(self._source, "read_with_latents"):
+            rows, lat = self._source.read_with_latents(lo, hi)
+        else:
+            rows, lat = self._source.read(lo, hi), self._source.latents(lo, hi)
+        scores = jnp.asarray(self._transform(rows))
+        lat = jnp.asarray(_pick_latents(lat, self._space))
+        if scores.ndim != 2 or lat.ndim != 2 or scores.shape[0] != hi - lo or lat.shape[0] != hi - lo:
+            raise ValueError(f"rows {lo}:{hi}: scores {scores.shape} and latents {lat.shape} "
+                             f"must both be 2-D with {hi - lo} rows")
+        return scores, lat
+
+    def read(self, lo, hi):
+        if self._first is not None and self._first[:2] == (lo, hi):
+            scores, lat = self._first[2]
+            self._first = None
+        else:
+            scores, lat = self._pair(lo, hi)
+        dtype = self.dtype
+        return jnp.concatenate([scores.astype(dtype), lat.astype(dtype)], axis=1)
+
+
 def lift(source, estimator, *, space: str | None = None, ridge: float = 0.0,
          rcond: float | None = None, block_rows: int = 1024) -> LiftResult:
     """Stream a source's rows through ``estimator.transform`` and lift the
@@ -286,24 +324,11 @@ def lift(source, estimator, *, space: str | None = None, ridge: float = 0.0,
     n = int(source.n_samples)
     if n < 2:
         raise ValueError(f"lifting needs at least 2 rows, got {n}")
-    acc, state = None, None
-    queue = InFlight(2)  # bound the blocks queued by async dispatch
-    for lo in range(0, n, block_rows):
-        hi = min(lo + block_rows, n)
-        if hasattr(source, "read_with_latents"):
-            rows, lat = source.read_with_latents(lo, hi)
-        else:
-            rows, lat = source.read(lo, hi), source.latents(lo, hi)
-        scores = jnp.asarray(transform(rows))
-        lat = jnp.asarray(_pick_latents(lat, space))
-        if scores.ndim != 2 or lat.ndim != 2 or scores.shape[0] != hi - lo or lat.shape[0] != hi - lo:
-            raise ValueError(f"rows {lo}:{hi}: scores {scores.shape} and latents {lat.shape} "
-                             f"must both be 2-D with {hi - lo} rows")
-        if acc is None:
-            dtype = V.working_dtype(scores.dtype)
-            acc = lift_accumulator(scores.shape[1], lat.shape[1], ridge=ridge, rcond=rcond,
-                                   dtype=dtype)
-            state = acc.init()
-        state = acc.update(state, (scores, lat))
-        queue.add(state)
+    pairs = _ScoresAndLatents(source, transform, space, min(block_rows, n))
+    k = pairs.n_components
+    acc = lift_accumulator(k, pairs.n_features - k, ridge=ridge, rcond=rcond, dtype=pairs.dtype)
+    split = Accumulator(acc.init, lambda state, block: acc.update(state, (block[:, :k], block[:, k:])),
+                        acc.merge, acc.finalize)
+    state = run_pass(pairs, {"lift": split}, {"lift": acc.init()}, block_rows=block_rows,
+                     dtype=pairs.dtype)["lift"]
     return LiftResult(*(np.asarray(x) for x in acc.finalize(state)))
