@@ -6,7 +6,9 @@ pooled) output of ``layer`` when the generator runs on latent ``i``. Latents
 are drawn per sample index (:func:`bridges.generators.sample_z`), so reading
 rows ``a:b`` gives the same numbers in every pass and for every batch size;
 the engines (``PCA(solver='streaming')``, ...) fit it without ever holding
-the ``(n_samples, n_features)`` matrix.
+the ``(n_samples, n_features)`` matrix. With ``cache=`` the rows are kept on
+disk as the first pass computes them (:class:`jaxfactor.sources.CachedSource`),
+so a multi-pass fit runs the generator once.
 
 Capture uses a forward hook on the named module. When only features are
 needed the hook raises a private exception right after the layer has run, so
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
+import os
 from typing import Sequence
 
 import jax
@@ -25,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxfactor.sources import RowSource
+from jaxfactor.sources import CachedSource, RowSource
 
 from .dlpack import torch_to_jax
 from .generators import LatentAdapter, as_adapter, describe_sampler, sample_z
 
-__all__ = ["ActivationStream", "resolve_layer", "capture", "default_batch_size", "BATCH_SIZES"]
+__all__ = ["ActivationStream", "resolve_layer", "capture", "default_batch_size", "module_sha256",
+           "BATCH_SIZES"]
 
 
 class _StopForward(BaseException):
@@ -45,6 +50,20 @@ BATCH_SIZES = {"cpu": 32}
 """Measured default batch sizes per device type (others: 256). On CPU, a pass over
 256 rows of StyleGAN2-ADA's ``synthesis.b16.conv0`` took 13.2 s at 32 latents per
 batch against 20.6 s at 256 (2-core x86-64): large batches leave the caches."""
+
+
+def module_sha256(module: nn.Module) -> str:
+    """sha256 (hex) of a module's state: every parameter and buffer, by name,
+    shape, dtype and bytes (one tensor copied to the host at a time)."""
+    h = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:  # extra state
+            h.update(f"{name}:{value!r};".encode())
+    return h.hexdigest()
 
 
 def default_batch_size(device) -> int:
@@ -178,17 +197,38 @@ class ActivationStream(RowSource):
       z_dim: latent width for a plain module that does not say it.
       early_stop: skip the layers after ``layer`` (same features, less work).
       output_index: element to take when the layer returns a tuple/list.
+      cache: ``None`` (run the generator for every read), or where to keep the
+        rows on disk: a ``.npy`` file path, or a directory (created if
+        missing; any path not ending in ``.npy``), in which the file is
+        ``activations-<fingerprint>.npy``, named from the fingerprint of
+        :meth:`cache_description`. The first read of a row runs the
+        generator and writes the row; later reads of it (later passes, later
+        streams on the same cache) read the file and never run the generator
+        (:class:`jaxfactor.sources.CachedSource`: atomic, resumable after a
+        kill, memory one block). The file is validated against
+        :meth:`cache_description` (``describe()`` plus ``output_index`` and a
+        sha256 of the generator's parameters and buffers): a cache written
+        for another generator, weights, layer, pooling, seed or size raises
+        ``ValueError``. ``latents`` are never cached (they are cheap to
+        regenerate); ``features(z)`` always runs the generator. Cached rows
+        are those of the first pass's batching (rows of other batch sizes
+        may differ in the last bits, see above).
+      cache_overwrite: with ``cache``, discard a cache that does not match
+        and rebuild it instead of raising.
 
     Attributes:
       adapter, layer, n_samples, n_features, dtype, feature_shape (the
-      per-sample shape after pooling, before flattening), seed, batch_size.
+      per-sample shape after pooling, before flattening), seed, batch_size,
+      cache (the :class:`~jaxfactor.sources.CachedSource`, or ``None``),
+      cache_path (its ``.npy`` file, or ``None``).
     """
 
     def __init__(self, G=None, layer: str | None = None, n_samples: int = 10000,
                  batch_size: int | None = None, seed: int = 0, *, pool: str | None = None,
                  pool_size: int | Sequence[int] | None = None, device=None,
                  latent: LatentAdapter | None = None, z_dim: int | None = None,
-                 early_stop: bool = True, output_index: int = 0):
+                 early_stop: bool = True, output_index: int = 0,
+                 cache: str | os.PathLike | None = None, cache_overwrite: bool = False):
         if latent is not None:
             if not isinstance(latent, LatentAdapter):
                 raise TypeError(f"latent must be a LatentAdapter, got {type(latent).__name__}")
@@ -238,6 +278,9 @@ class ActivationStream(RowSource):
         probe = self._capture_shape(self._z(0, 1))
         self.feature_shape = probe
         self.n_features = int(np.prod(probe))
+        self.cache, self.cache_path = None, None
+        if cache is not None:
+            self._open_cache(cache, bool(cache_overwrite))
 
     # ------------------------------------------------------------- internals
     def _z(self, start, stop) -> torch.Tensor:
@@ -251,6 +294,31 @@ class ActivationStream(RowSource):
     def _check_range(self, start, stop):
         if not 0 <= start <= stop <= self.n_samples:
             raise IndexError(f"rows {start}:{stop} outside [0, {self.n_samples}]")
+
+    def _open_cache(self, cache, overwrite: bool) -> None:
+        description = self.cache_description()
+        path = os.fspath(cache)
+        if os.path.isdir(path) or not path.endswith(".npy"):
+            os.makedirs(path, exist_ok=True)
+            path = os.path.join(path, f"activations-{CachedSource.fingerprint_of(description)[:20]}.npy")
+        try:
+            self.cache = CachedSource(_Generated(self), path, description=description,
+                                      overwrite=overwrite)
+        except ValueError as err:
+            raise ValueError(f"{err} (ActivationStream: cache_overwrite=True)") from err
+        self.cache_path = path
+
+    def _generate(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` computed by the generator (never the cache)."""
+        parts = []
+        for lo in range(start, stop, self.batch_size):
+            hi = min(lo + self.batch_size, stop)
+            parts.append(capture(self.adapter, self.layer, self._z(lo, hi), pool=self.pool,
+                                 pool_size=self.pool_size, early_stop=self.early_stop,
+                                 output_index=self.output_index))
+        if not parts:
+            return torch.empty((0, self.n_features), device=self.device)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # ---------------------------------------------------------------- public
     def features(self, z) -> torch.Tensor:
@@ -269,17 +337,15 @@ class ActivationStream(RowSource):
         return torch.cat(parts) if parts else torch.empty((0, self.n_features))
 
     def read_torch(self, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` as a float32 torch tensor on the stream's device."""
+        """Rows ``start:stop`` as a float32 torch tensor on the stream's device
+        (from the cache where it holds them)."""
         self._check_range(start, stop)
-        parts = []
-        for lo in range(start, stop, self.batch_size):
-            hi = min(lo + self.batch_size, stop)
-            parts.append(capture(self.adapter, self.layer, self._z(lo, hi), pool=self.pool,
-                                 pool_size=self.pool_size, early_stop=self.early_stop,
-                                 output_index=self.output_index))
-        if not parts:
-            return torch.empty((0, self.n_features), device=self.device)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self.cache is None:
+            return self._generate(start, stop)
+        rows = self.cache.read(start, stop)
+        if not rows.flags.writeable:
+            rows = rows.copy()
+        return torch.from_numpy(rows).to(self.device)
 
     def read(self, start: int, stop: int) -> jax.Array:
         """Rows ``start:stop``: ``(stop - start, n_features)`` float32 ``jax.Array``."""
@@ -317,7 +383,31 @@ class ActivationStream(RowSource):
                 "seed": self.seed,
                 "sampler": describe_sampler(self.seed, self.adapter.z_dim)}
 
+    def cache_description(self) -> dict:
+        """What a cache of this stream's rows is validated against:
+        :meth:`describe` plus ``output_index`` and ``weights_sha256``
+        (:func:`module_sha256` of the generator: a retrained or reloaded
+        generator with other weights never reads an old cache)."""
+        return {"stream": self.describe(), "output_index": self.output_index,
+                "weights_sha256": module_sha256(self.adapter.module)}
+
     def __repr__(self):
         return (f"ActivationStream(layer={self.layer!r}, n_samples={self.n_samples}, "
                 f"n_features={self.n_features}, feature_shape={self.feature_shape}, "
                 f"seed={self.seed}, batch_size={self.batch_size}, pool={self.pool!r})")
+
+
+class _Generated(RowSource):
+    """The rows of an :class:`ActivationStream` computed by its generator,
+    never its cache: what the stream's :class:`~jaxfactor.sources.CachedSource`
+    wraps. Reads return torch tensors on the stream's device."""
+
+    def __init__(self, stream: ActivationStream):
+        self._stream = stream
+        self.n_samples, self.n_features, self.dtype = stream.n_samples, stream.n_features, stream.dtype
+
+    def read(self, start, stop):
+        return self._stream._generate(start, stop)
+
+    def __repr__(self):
+        return f"generated({self._stream!r})"

@@ -15,7 +15,7 @@ from .metrics.protocols import edit_fid
 from .metrics.walks import walk_predictions, walk_scores
 from .randomized import randomized_svd, randomized_svd_source
 from .sharding import row_mesh
-from .sources import ArraySource, CallableSource, NpySource, RowSource
+from .sources import ArraySource, CachedSource, CallableSource, NpySource, RowSource
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "ArraySource",
     "NpySource",
     "CallableSource",
+    "CachedSource",
     "row_mesh",
     "lift",
     "lift_directions",
