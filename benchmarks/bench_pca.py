@@ -40,9 +40,9 @@ QUICK = {
     "b_stylegan_w": dict(n=20000, p=512, k=100),
 }
 METHODS = {
-    "a_fastgan_conv1": ["jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
+    "a_fastgan_conv1": ["jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
                         "sklearn_randomized", "sklearn_full"],
-    "b_stylegan_w": ["jaxfactor_full", "jaxfactor_krylov", "sklearn_randomized",
+    "b_stylegan_w": ["jaxfactor_full", "jaxfactor_adaptive", "jaxfactor_krylov", "sklearn_randomized",
                      "sklearn_covariance_eigh", "sklearn_full"],
 }
 
@@ -58,12 +58,16 @@ def fit_once(method, x, k):
         from jaxfactor.randomized import range_params
 
         solver = {"jaxfactor_full": "full", "jaxfactor_streaming": "streaming"}.get(method, "randomized")
-        kind = "subspace" if method == "jaxfactor_subspace" else "krylov"
+        kind = {"jaxfactor_subspace": "subspace", "jaxfactor_adaptive": "adaptive"}.get(method, "krylov")
         pca = jaxfactor.PCA(k, solver=solver, method=kind, random_state=0, block_rows=2048)
         pca.fit(x)
         n, p = x.shape
         if solver == "full":
             flops = 2.0 * n * p * p
+        elif kind == "adaptive":
+            from jaxfactor._policy import adaptive_width
+
+            flops = 2.0 * n * p * adaptive_width(k, n, p) * pca.n_passes_
         else:
             rp = range_params(k, n, p, method=kind)
             width = 2 * rp.n_iter * rp.block_size + rp.basis_size

@@ -93,8 +93,39 @@ def choose_svd_solver(solver: str, n_samples: int, n_features: int, n_components
 
 
 def range_method_of(solver: str, method: str, n_iter) -> tuple[str | None, int | None]:
-    """The range finder a randomized ``solver`` runs (``(None, None)`` for exact ones)."""
-    return (method, n_iter) if solver in ("randomized", "streaming") else (None, None)
+    """The range finder a randomized ``solver`` runs (``(None, None)`` for exact ones):
+    ``method='auto'`` is ``'adaptive'`` in memory and ``'krylov'`` for a stream."""
+    if solver not in ("randomized", "streaming"):
+        return None, None
+    if method == "auto":
+        method = "adaptive" if solver == "randomized" else "krylov"
+    return method, (None if method == "adaptive" else n_iter)
+
+
+ADAPTIVE_TOL = 4e-2
+"""Default ``tol`` of the accuracy-controlled randomized SVD: the relative shortfall of
+the captured variance (its estimate is conservative: the achieved shortfall was
+0.6-0.8 of it on every spectrum measured), reached after at least
+:data:`ADAPTIVE_MIN_ITER` steps."""
+ADAPTIVE_MIN_ITER = 5
+"""Fewest shifted power steps (13 passes). Measured against float64 SVD, beside
+scikit-learn's randomized PCA (16 passes) on the same data (N = 1500, p = 1100,
+k = 30 and N = 3000, p = 2048, k = 100; two draws each): a power-law spectrum
+3.5e-6 to 6.9e-6 against 3.3e-5 to 4.0e-4, where 4 steps (11 passes) tied
+scikit-learn on one draw (3.35e-5 against 3.39e-5); a flat spectrum like random
+conv features (eigenvalues 32 down to 25, then a tail) 2.4e-2 to 2.8e-2 against
+4.5e-2, in 15-17 passes, where ``tol`` decides the count."""
+ADAPTIVE_MAX_ITER = 100
+
+
+def adaptive_width(n_components: int, n_samples: int, n_features: int,
+                   n_oversamples: int | None = None) -> int:
+    """Columns of the adaptive solver's subspace: ``k + max(10, k // 2)`` by default
+    (wider bases converge in fewer steps on flat spectra: at ``k = 100`` a
+    1.5k-wide basis needed 23 passes where ``k + 10`` needed 27 for ``tol =
+    1e-2``), capped at ``min(n, p)``."""
+    over = max(10, n_components // 2) if n_oversamples is None else n_oversamples
+    return min(n_components + over, n_samples, n_features)
 
 
 def materialize_stream(method: str, n_features: int) -> bool:

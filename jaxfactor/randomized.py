@@ -62,8 +62,8 @@ from .sharding import replicated
 from .sources import RowSource
 from .streaming import Pass, as_checkpoint, key_data, pack, run_passes, unpack
 
-__all__ = ["SVDResult", "RangeParams", "range_params", "randomized_svd", "randomized_svd_source",
-           "svd_passes", "svd_run", "svd_from_context"]
+__all__ = ["SVDResult", "AdaptiveSVDResult", "RangeParams", "range_params", "randomized_svd",
+           "randomized_svd_source", "svd_passes", "svd_run", "svd_from_context"]
 
 
 class SVDResult(NamedTuple):
@@ -220,7 +220,8 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
                    method: str = "krylov", n_oversamples: int | None = None,
                    n_iter: int | None = None, block_size: int | None = None,
                    center: bool = False, compute_u: bool = True,
-                   precision: str = "float32") -> SVDResult:
+                   precision: str = "float32", tol: float | None = None,
+                   max_iter: int | None = None) -> SVDResult | AdaptiveSVDResult:
     """Truncated SVD of a matrix in memory by a randomized range finder.
 
     Computes ``X_c ~ U diag(S) Vt`` with ``X_c = X - 1 mean^T`` when
@@ -231,9 +232,14 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
       x: ``(n, p)`` float32 or float64 array.
       n_components: ``k <= min(n, p)``.
       key: a ``jax.random`` key; same key and input give the same result.
-      method: ``'krylov'`` (default) or ``'subspace'``; see the module doc.
+      method: ``'krylov'`` (default), ``'subspace'`` (see the module doc) or
+        ``'adaptive'``: accuracy-controlled shifted subspace iteration (dashSVD's
+        shifted power steps, Feng et al. 2024) on ``k + n_oversamples`` columns
+        (default ``k + max(10, k // 2)``), run until the a-posteriori estimate of
+        the relative shortfall of the captured variance is below ``tol`` (after
+        at least :data:`jaxfactor._policy.ADAPTIVE_MIN_ITER` steps).
       n_oversamples, n_iter, block_size: range-finder sizes, defaults from
-        :func:`range_params`.
+        :func:`range_params` (``'adaptive'`` uses ``n_oversamples`` only).
       center: subtract column means implicitly.
       compute_u: also return ``U`` (``(n, k)``); otherwise ``u`` is ``None``.
       precision: operand precision of the products with ``X``: ``'float32'``
@@ -241,10 +247,15 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         accumulation; see the module doc and
         :func:`jaxfactor.accumulate.matmul`). ``'bf16'`` keeps one
         ``(n, p)`` bfloat16 copy of the centred data.
+      tol: ``'adaptive'`` only: target relative shortfall of the captured
+        variance ``1 - sum_k s_i^2 / sum_k sigma_i^2`` (default
+        :data:`jaxfactor._policy.ADAPTIVE_TOL`).
+      max_iter: ``'adaptive'`` only: most shifted power steps (default 100).
 
     Returns:
       :class:`SVDResult` with ``s`` descending and signs fixed by
-      :func:`~jaxfactor._linalg.svd_flip`.
+      :func:`~jaxfactor._linalg.svd_flip`; :class:`AdaptiveSVDResult` (also
+      ``n_passes``, ``error``, ``n_iter``) for ``'adaptive'``.
 
     Raises:
       ValueError: unknown ``method`` or ``precision``.
@@ -261,11 +272,102 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
     """
     n, p = x.shape
     accumulate.check_precision(precision)
+    if method == "adaptive":
+        from ._policy import ADAPTIVE_MAX_ITER, ADAPTIVE_MIN_ITER, ADAPTIVE_TOL, adaptive_width
+
+        width = adaptive_width(n_components, n, p, n_oversamples)
+        return _adaptive_svd(x, key, ADAPTIVE_TOL if tol is None else tol,
+                             ADAPTIVE_MAX_ITER if max_iter is None else max_iter,
+                             n_components, width, center, compute_u, precision,
+                             min(ADAPTIVE_MIN_ITER, ADAPTIVE_MAX_ITER if max_iter is None else max_iter))
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
     if precision == "float32":  # the call (and so the compiled program) of before
         return _randomized_svd(x, key, n_components, params, center, compute_u)
     return _randomized_svd(x, key, n_components, params, center, compute_u, precision)
+
+
+class AdaptiveSVDResult(NamedTuple):
+    """A truncated SVD from the accuracy-controlled solver (:func:`randomized_svd` with ``tol``).
+
+    Attributes:
+      u, s, vt, mean: as :class:`SVDResult`.
+      n_passes: ``()`` int32, passes over ``X`` (each product with ``X`` or ``X^T`` is one).
+      error: ``()`` a-posteriori estimate of the relative shortfall of the
+        captured variance, ``1 - sum_k s_i^2 / sum_k sigma_i^2``.
+      n_iter: ``()`` int32, shifted power steps run.
+    """
+
+    u: jax.Array | None
+    s: jax.Array
+    vt: jax.Array
+    mean: jax.Array
+    n_passes: jax.Array
+    error: jax.Array
+    n_iter: jax.Array
+
+
+def _shortfall_estimate(change, previous_change):
+    """Remaining relative shortfall of a geometrically converging sum: twice the
+    last relative increase ``c_t`` times ``rho / (1 - rho)``, ``rho = c_t / c_{t-1}``
+    clipped to ``[0.5, 0.99]`` (the factor 2 and the floor because a ratio from two
+    steps is noisy: on flat spectra the plain remainder was 1.5x optimistic; the
+    cap makes a stalled iteration report a large error, not a small one)."""
+    rho = jnp.clip(change / jnp.maximum(previous_change, jnp.finfo(change.dtype).tiny), 0.5, 0.99)
+    return 2 * change * rho / (1 - rho)
+
+
+@partial(jax.jit, static_argnames=("n_components", "width", "center", "compute_u", "precision"))
+def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
+                  precision="float32", min_iter=3):
+    n, p = x.shape
+    k = n_components
+    dtype = x.dtype
+    mean = jnp.mean(x, axis=0) if center else jnp.zeros((p,), dtype)
+    fold_mean = mean if center else None
+
+    def apply_normal(z):
+        y = accumulate.centred_matmul(x, fold_mean, z, precision).astype(dtype)
+        return accumulate.centred_rmatmul(x, fold_mean, y, precision).astype(dtype)
+
+    def ritz_sum(q, bq):
+        # Ritz values of A = X_c^T X_c on span(q): eigenvalues of q^T A q (Rayleigh-Ritz)
+        h = q.T @ bq
+        theta = jnp.linalg.eigvalsh(0.5 * (h + h.T))[::-1]
+        return jnp.sum(theta[:k]), theta[-1]
+
+    omega = jax.random.normal(key, (p, width), dtype)
+    q = orthonormalize(apply_normal(omega))
+    inf = jnp.asarray(jnp.inf, dtype)
+
+    def cond(state):
+        _, _, _, it, _, err = state
+        return (it < max_iter) & ((err > tol) | (it < min_iter))
+
+    def body(state):
+        # dashSVD's shifted power step (Feng et al. 2024): Q <- orth((A - alpha I) Q), the
+        # shift raised to half the smallest Ritz value, so that |lambda - alpha| keeps its order
+        q, total, alpha, it, change, _ = state
+        bq = apply_normal(q)
+        new_total, smallest = ritz_sum(q, bq)
+        new_change = jnp.abs(new_total - total) / jnp.maximum(new_total, jnp.finfo(dtype).tiny)
+        err = jnp.where(jnp.isfinite(change), _shortfall_estimate(new_change, change), inf)
+        alpha = jnp.maximum(alpha, 0.5 * smallest)
+        q = orthonormalize(bq - alpha * q)
+        return q, new_total, alpha, it + 1, jnp.where(jnp.isfinite(total), new_change, inf), err
+
+    zero = jnp.zeros((), dtype)
+    state = (q, -inf, zero, jnp.zeros((), jnp.int32), inf, inf)
+    q, _, _, it, _, err = jax.lax.while_loop(cond, body, state)
+    y = accumulate.centred_matmul(x, fold_mean, q, precision).astype(dtype)
+    if compute_u:
+        q_n, r = jnp.linalg.qr(y, mode="reduced")
+    else:
+        r = jnp.linalg.qr(y, mode="r")
+    u_r, s, vt = _ritz(r, q, k)
+    u = q_n @ u_r if compute_u else None
+    u, vt = svd_flip(u, vt)
+    return AdaptiveSVDResult(u, s, vt, mean, 2 * it + 3, err, it)
 
 
 # ------------------------------------------------------------------ streaming

@@ -98,3 +98,33 @@ def test_estimators_record_their_plan(rng):
     sca = SCA(3, reduced_rank=10).fit(x)
     assert sca.plan_ == Plan("randomized", "krylov", None, reduced_rank=10, platform="cpu")
     assert SCA(3).fit(x).plan_ == Plan("full", platform="cpu")
+
+
+def test_auto_range_method_is_adaptive_in_memory_and_krylov_for_streams():
+    from jaxfactor._policy import range_method_of
+
+    assert range_method_of("randomized", "auto", None) == ("adaptive", None)
+    assert range_method_of("randomized", "adaptive", 7) == ("adaptive", None)   # n_iter: not its knob
+    assert range_method_of("streaming", "auto", 3) == ("krylov", 3)
+    assert range_method_of("randomized", "subspace", 7) == ("subspace", 7)
+    assert range_method_of("full", "auto", None) == (None, None)
+
+
+def test_adaptive_width_oversamples_by_half_and_is_capped():
+    from jaxfactor._policy import adaptive_width
+
+    assert adaptive_width(100, 10000, 16384) == 150
+    assert adaptive_width(4, 10000, 16384) == 14             # at least 10 extra columns
+    assert adaptive_width(100, 10000, 16384, n_oversamples=5) == 105
+    assert adaptive_width(100, 120, 16384) == 120             # never wider than the data
+
+
+def test_whitening_rank_floor_scales_with_the_solver_and_dtype():
+    import numpy as np
+
+    from jaxfactor._policy import whitening_rank_floor
+
+    eps = float(np.finfo(np.float32).eps)
+    assert whitening_rank_floor(np.float32, 100, 400, "eigh") == 2 * np.sqrt(eps * 100)
+    assert whitening_rank_floor(np.float32, 100, 400, "svd") == eps * 400 * 10
+    assert whitening_rank_floor(np.float64, 100, 400, "svd") < whitening_rank_floor(np.float32, 100, 400, "svd")

@@ -9,10 +9,10 @@ import numpy as np
 from .. import _params as P
 from .. import _validation as V
 from .._base import Factorizer
-from .._policy import SOLVERS, Plan, choose_svd_solver, platform_of, range_method_of
+from .._policy import ADAPTIVE_TOL, SOLVERS, Plan, choose_svd_solver, platform_of, range_method_of
 from ..accumulate import PRECISIONS
 from ..pca import PCAResult, _finish, inverse_transform, pca_full
-from ..randomized import randomized_svd, randomized_svd_source
+from ..randomized import randomized_svd, randomized_svd_source, range_params
 from ..sharding import shard_rows
 from ..sources import ArraySource
 
@@ -36,10 +36,18 @@ class PCA(Factorizer):
         randomized SVD) or ``'streaming'`` (randomized SVD over row blocks;
         any input).
       whiten: scale transformed scores to unit variance.
-      method: range finder of the randomized solvers, ``'krylov'`` (block
-        Krylov, default) or ``'subspace'`` (scikit-learn's power iteration).
+      method: range finder of the randomized solvers: ``'auto'`` (default:
+        ``'adaptive'`` in memory, ``'krylov'`` for a stream), ``'adaptive'``
+        (accuracy-controlled shifted subspace iteration, run until ``tol`` is
+        met; in-memory only), ``'krylov'`` (block Krylov, fixed ``n_iter``) or
+        ``'subspace'`` (scikit-learn's power iteration, fixed ``n_iter``).
+      tol: ``'adaptive'`` only: the relative shortfall of the captured variance
+        to reach, ``1 - sum_k ev_i / sum_k ev_i(exact)``, estimated a
+        posteriori from the convergence of the Ritz values (default
+        :data:`jaxfactor._policy.ADAPTIVE_TOL`, ``4e-2``).
       n_oversamples, n_iter, block_size: range-finder sizes (defaults in
-        :func:`jaxfactor.randomized.range_params`).
+        :func:`jaxfactor.randomized.range_params` and
+        :func:`jaxfactor._policy.adaptive_width`).
       block_rows: rows per block when reading a source.
       random_state: ``None`` (key 0: unseeded fits are reproducible), an int,
         a numpy generator or a ``jax.random`` key.
@@ -61,6 +69,9 @@ class PCA(Factorizer):
         exact for every solver (total variance from the same pass);
       singular_values_: ``(k,)``; mean_: ``(p,)``; noise_variance_: float;
       n_components_, n_samples_, n_features_in_: ints; solver_: the solver used;
+      n_passes_: passes over the data the fit made;
+      error_estimate_: ``'adaptive'``: the estimated relative shortfall of the
+        captured variance reached (``None`` for the other methods);
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
 
     Examples:
@@ -74,13 +85,15 @@ class PCA(Factorizer):
       (50, 8)
     """
 
-    def __init__(self, n_components=None, *, solver="auto", whiten=False, method="krylov",
-                 n_oversamples=None, n_iter=None, block_size=None, block_rows=4096,
+    def __init__(self, n_components=None, *, solver="auto", whiten=False, method="auto",
+                 tol=ADAPTIVE_TOL, n_oversamples=None, n_iter=None, block_size=None,
+                 block_rows=4096,
                  random_state=None, mesh=None, precision="float32"):
         self.n_components = n_components
         self.solver = solver
         self.whiten = whiten
         self.method = method
+        self.tol = tol
         self.n_oversamples = n_oversamples
         self.n_iter = n_iter
         self.block_size = block_size
@@ -90,12 +103,13 @@ class PCA(Factorizer):
         self.precision = precision
 
     _parameter_constraints = {
-        **P.shared("block_rows", "n_oversamples", "n_iter", "block_size", "random_state", "mesh"),
+        **P.shared("block_rows", "n_oversamples", "n_iter", "block_size", "random_state", "mesh",
+                   "tol"),
         # beside the shared rule: a variance fraction, as scikit-learn's PCA
         "n_components": [*P.SHARED["n_components"], P.Interval(float, 0, 1, closed="neither")],
         "solver": [P.Options(*SOLVERS)],
         "whiten": [P.InstanceOf(bool, np.bool_, name="a bool")],
-        "method": [P.Options("krylov", "subspace")],
+        "method": [P.Options("auto", "adaptive", "krylov", "subspace")],
         "precision": [P.Options(*PRECISIONS)],
     }
 
@@ -133,8 +147,14 @@ class PCA(Factorizer):
             res = _finish(res.components, res.explained_variance, n, res.mean,
                           res.total_variance, k, rank)
         else:
-            kw = dict(key=key, method=self.method, n_oversamples=self.n_oversamples,
+            method, _ = range_method_of(solver, self.method, self.n_iter)
+            if method == "adaptive" and solver == "streaming":
+                raise ValueError("method='adaptive' runs in memory only; use method='krylov' or "
+                                 "'subspace' with solver='streaming'")
+            kw = dict(key=key, method=method, n_oversamples=self.n_oversamples,
                       n_iter=self.n_iter, block_size=self.block_size, precision=self.precision)
+            if method == "adaptive":
+                kw.update(tol=self.tol, n_iter=None)
             if solver == "randomized":
                 svd = randomized_svd(arr, k, center=True, compute_u=False, **kw)
                 # sum of squared deviations over the (possibly mean-padded) rows / (n - 1)
@@ -146,10 +166,25 @@ class PCA(Factorizer):
             ev = svd.s ** 2 / max(n - 1, 1)
             res = _finish(svd.vt, ev, n, svd.mean, total, k, rank)
         self._set_fitted(res, n, solver)
+        self._set_passes(solver, svd if solver != "full" else None, n, p, k)
         self.plan_ = Plan(solver, *range_method_of(solver, self.method, self.n_iter),
                           precision="float32" if solver == "full" else self.precision,
                           platform=platform_of(self.mesh))
         return res
+
+    def _set_passes(self, solver, svd, n, p, k):
+        self.error_estimate_ = None
+        if solver == "full":
+            self.n_passes_ = 1
+        elif hasattr(svd, "n_passes"):
+            self.n_passes_ = int(svd.n_passes)
+            self.error_estimate_ = float(svd.error)
+        else:
+            method, _ = range_method_of(solver, self.method, self.n_iter)
+            params = range_params(k, n, p, method=method, n_oversamples=self.n_oversamples,
+                                  n_iter=self.n_iter, block_size=self.block_size)
+            # in memory X Z and X^T Y each read X; a stream fuses them into one pass per step
+            self.n_passes_ = params.n_iter + 1 if solver == "streaming" else 2 * params.n_iter + 1
 
     def _set_fitted(self, res: PCAResult, n, solver):
         self.components_ = np.asarray(res.components)
