@@ -361,6 +361,14 @@ def test_streaming_pca_over_a_cached_stream_runs_the_generator_once(counted_fast
     assert runs == 5 and plain_runs > runs and plain_runs % runs == 0
     np.testing.assert_array_equal(got.components_, ref.components_)
     np.testing.assert_array_equal(got.explained_variance_, ref.explained_variance_)
+    # lifting the scores to the latents reuses the rows too: no extra generator pass
+    from jaxfactor.lifting import lift
+
+    before = G.forward_calls
+    lifted = lift(stream, got, space="z")
+    assert G.forward_calls == before
+    np.testing.assert_allclose(lifted.directions, lift(plain, ref, space="z").directions,
+                               rtol=0, atol=0)
 
 
 def test_a_kill_while_finishing_is_completed_on_the_next_open(rng, tmp_path):

@@ -468,6 +468,14 @@ def test_readme_walkthrough_from_an_upstream_fastgan_file(tmp_path, capsys):
     assert main(["edit", "--generator", spec, "--directions", str(out), "--indices", "0", "1",
                  "--alphas", "-3", "0", "3", "--samples", "2", "--out", str(png)]) == 0
     assert "2 directions x 2 samples" in capsys.readouterr().out
+    # with a cache the fit's passes and the lift read the activations from disk
+    cached = tmp_path / "cached.npz"
+    assert main(["discover", "--generator", spec, "--layer", "init", "--method", "ica",
+                 "--components", "3", "--samples", "200", "--cache", str(tmp_path / "acts"),
+                 "--out", str(cached)]) == 0
+    assert len(list((tmp_path / "acts").glob("activations-*.npy"))) == 1
+    np.testing.assert_array_equal(load_directions(cached).directions,
+                                  load_directions(out).directions)
 
 
 def test_stream_batch_size_default_is_per_device():

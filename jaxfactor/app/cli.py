@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--pool-size", type=_positive_int, nargs="+", metavar="N",
                    help="pooled spatial size with --pool: N (square) or H W")
     g.add_argument("--space", choices=["z", "w"], help="latent to lift to (default: w when there is one)")
+    g.add_argument("--cache", metavar="PATH",
+                   help="keep the activations in a .npy file or directory: the generator runs once "
+                        "for every pass of the fit and the lift (resumable; refused if stale)")
     g.add_argument("--sefa-weights", nargs="+", metavar="PARAM",
                    help="for --method sefa: names of (C_l x d) weight parameters of the module")
     g.add_argument("--out", required=True, help="directions file to write (.npz)")
@@ -203,7 +206,8 @@ def _cmd_discover(args) -> int:
     found = discover(adapter, args.layer, args.method, args.components, n_samples=args.samples,
                      seed=args.seed, batch_size=args.batch_size, pool=args.pool,
                      show_progress=sys.stderr.isatty(),
-                     pool_size=pool_size, space=args.space, sefa_weights=weights)
+                     pool_size=pool_size, space=args.space, sefa_weights=weights,
+                     cache=args.cache)
     arrays = {"r2": found.r2} if found.r2 is not None else None
     save_directions(args.out, found.directions, found.scales, method=args.method, space=found.space,
                     layer=args.layer, params={"n_components": args.components, "pool": args.pool,

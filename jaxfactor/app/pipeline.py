@@ -241,14 +241,17 @@ def _fit_reporting(est, data) -> dict | None:
 def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: int,
              seed: int = 0, batch_size: int | None = None, pool: str | None = None, pool_size=None,
              space: str | None = None, sefa_weights=None, random_state: int = 0,
-             show_progress: bool = True, estimator_params: dict | None = None) -> Discovery:
+             show_progress: bool = True, estimator_params: dict | None = None,
+             cache=None) -> Discovery:
     """Find ``n_components`` latent directions of ``adapter``'s generator.
 
     ``layer`` ``'z'``/``'w'`` factorizes the latent itself (StyleGAN's W, as in
     the papers); any other layer is streamed, factorized, and the component
     scores are lifted to the latent by least squares (GANSpace's recipe).
     ``method='sefa'`` needs ``sefa_weights`` (a list of ``(C_l, d)`` weight
-    matrices) and samples nothing.
+    matrices) and samples nothing. ``cache`` (a ``.npy`` path or a directory)
+    keeps the streamed activations on disk (:class:`jaxfactor.sources.CachedSource`),
+    so a multi-pass fit and the lift run the generator once.
     """
     from bridges.activations import ActivationStream
 
@@ -267,7 +270,8 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
         scales = projection_std(codes.blocks(codes.batch_size * 4), dirs)
         return Discovery(dirs, scales, sp, sefa, None, time.perf_counter() - t0)
     stream = ActivationStream(latent=adapter, layer=layer, n_samples=n_samples, batch_size=batch_size,
-                              seed=seed, pool=pool, pool_size=pool_size)
+                              seed=seed, pool=pool, pool_size=pool_size,
+                              cache=None if layer in ("z", "w") else cache)
     est = make_estimator(method, n_components, random_state=random_state, **(estimator_params or {}))
     _check_before_sampling(est, n_samples, stream.n_features)
     x = None
