@@ -127,6 +127,21 @@ def _ritz(r: jax.Array, basis: jax.Array, k: int):
     return u_r[:, :k], s[:k], w_t[:k] @ basis.T
 
 
+def _rayleigh_ritz(data, fold_mean, basis, k, compute_u, precision, dtype):
+    """The last pass: the thin SVD of ``X_c Q`` through its QR, ``(u, s, vt)`` of
+    the top ``k`` with signs by :func:`~jaxfactor._linalg.svd_flip` (``u`` is
+    ``None`` unless ``compute_u``)."""
+    y = accumulate.centred_matmul(data, fold_mean, basis, precision).astype(dtype)
+    if compute_u:
+        q_n, r = jnp.linalg.qr(y, mode="reduced")
+    else:
+        r = jnp.linalg.qr(y, mode="r")
+    u_r, s, vt = _ritz(r, basis, k)
+    u = q_n @ u_r if compute_u else None
+    u, vt = svd_flip(u, vt)
+    return u, s, vt
+
+
 @partial(jax.jit, static_argnames=("n_components", "params", "center", "compute_u", "precision"))
 def _randomized_svd(x, key, n_components, params, center, compute_u, precision="float32"):
     n, p = x.shape
@@ -144,14 +159,7 @@ def _randomized_svd(x, key, n_components, params, center, compute_u, precision="
 
     omega = jax.random.normal(key, (p, params.block_size), x.dtype)
     basis = range_basis(apply_normal, omega, params)
-    y = accumulate.centred_matmul(data, fold_mean, basis, precision).astype(x.dtype)
-    if compute_u:
-        q_n, r = jnp.linalg.qr(y, mode="reduced")
-    else:
-        r = jnp.linalg.qr(y, mode="r")
-    u_r, s, vt = _ritz(r, basis, n_components)
-    u = q_n @ u_r if compute_u else None
-    u, vt = svd_flip(u, vt)
+    u, s, vt = _rayleigh_ritz(data, fold_mean, basis, n_components, compute_u, precision, x.dtype)
     return SVDResult(u, s, vt, mean)
 
 
@@ -298,14 +306,7 @@ def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
     zero = jnp.zeros((), dtype)
     state = (q, -inf, zero, jnp.zeros((), jnp.int32), inf, inf)
     q, _, _, it, _, err = jax.lax.while_loop(cond, body, state)
-    y = accumulate.centred_matmul(x, fold_mean, q, precision).astype(dtype)
-    if compute_u:
-        q_n, r = jnp.linalg.qr(y, mode="reduced")
-    else:
-        r = jnp.linalg.qr(y, mode="r")
-    u_r, s, vt = _ritz(r, q, k)
-    u = q_n @ u_r if compute_u else None
-    u, vt = svd_flip(u, vt)
+    u, s, vt = _rayleigh_ritz(x, fold_mean, q, k, compute_u, precision, dtype)
     return AdaptiveSVDResult(u, s, vt, mean, 2 * it + 3, err, it)
 
 
