@@ -216,7 +216,12 @@ class LatentAdapter:
             raise ValueError(f"{type(self).__name__} edits only space 'z', got {space!r}")
         if layers is not None:
             raise ValueError("layers applies to space='w+' only")
-        return self.forward(z + _as_step(step, z.shape[0], self.z_dim, "z"))
+        return self._render_moved(z, z + _as_step(step, z.shape[0], self.z_dim, "z"))
+
+    def _render_moved(self, base: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """Images of the latents ``moved``, edited from ``base`` (adapters whose
+        renders depend on the unedited latent, such as FastGAN's noise, override it)."""
+        return self.forward(moved)
 
     def describe(self) -> dict:
         """A JSON-able description for metadata (class names, sizes)."""
@@ -506,13 +511,9 @@ class FastGANAdapter(PlainAdapter):
         with self._noise(z):
             return super().forward(z)
 
-    def forward_edited(self, z, step, space="z", layers=None):
-        if space != "z":
-            raise ValueError(f"{type(self).__name__} edits only space 'z', got {space!r}")
-        if layers is not None:
-            raise ValueError("layers applies to space='w+' only")
-        with self._noise(z):
-            return PlainAdapter.forward(self, z + _as_step(step, z.shape[0], self.z_dim, "z"))
+    def _render_moved(self, base, moved):
+        with self._noise(base):   # the row's noise follows its unedited latent
+            return PlainAdapter.forward(self, moved)
 
     def describe(self):
         d = super().describe()

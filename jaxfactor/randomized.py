@@ -56,7 +56,8 @@ import jax
 import jax.numpy as jnp
 
 from . import accumulate
-from ._policy import RangeParams, range_params
+from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_MIN_ITER, ADAPTIVE_TOL, RangeParams,
+                      adaptive_width, range_params)
 from ._linalg import orthonormalize, svd_flip
 from .sharding import replicated
 from .sources import RowSource
@@ -220,13 +221,11 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
     n, p = x.shape
     accumulate.check_precision(precision)
     if method == "adaptive":
-        from ._policy import ADAPTIVE_MAX_ITER, ADAPTIVE_MIN_ITER, ADAPTIVE_TOL, adaptive_width
-
         width = adaptive_width(n_components, n, p, n_oversamples)
-        return _adaptive_svd(x, key, ADAPTIVE_TOL if tol is None else tol,
-                             ADAPTIVE_MAX_ITER if max_iter is None else max_iter,
+        max_iter = ADAPTIVE_MAX_ITER if max_iter is None else max_iter
+        return _adaptive_svd(x, key, ADAPTIVE_TOL if tol is None else tol, max_iter,
                              n_components, width, center, compute_u, precision,
-                             min(ADAPTIVE_MIN_ITER, ADAPTIVE_MAX_ITER if max_iter is None else max_iter))
+                             min(ADAPTIVE_MIN_ITER, max_iter))
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
     if precision == "float32":  # the call (and so the compiled program) of before
