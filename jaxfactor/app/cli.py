@@ -1,4 +1,4 @@
-"""The jaxfactor command (also python -m jaxfactor): demo, discover, edit, evaluate.
+"""The jaxfactor command (also python -m jaxfactor): demo, discover, edit, evaluate, view.
 
 Its --help text is _DESCRIPTION and _EPILOG below, plain text (no reStructuredText).
 Exit codes: 0 success; 2 bad arguments or inputs, or a missing optional extra
@@ -27,6 +27,7 @@ examples:
       --directions dirs.npz --alphas -3 0 3 --out grid.png
   jaxfactor evaluate --generator mypkg.models:load_fastgan --directions dirs.npz \\
       --inception-weights pt_inception-2015-12-05-6726825d.pth --out scores.json
+  jaxfactor view --directions dirs.npz      # sliders in the browser, on 127.0.0.1
 
 optional extras: every command needs the torch extra, demo also the demo
 extra. Install the torch pin first:
@@ -40,7 +41,7 @@ line on stderr); 1 an unexpected error.
 # Modules each command imports beyond the engine (checked before it runs, so
 # one message names everything that is missing).
 _NEEDS = {"demo": _DEMO_NEEDS, "discover": ("torch",), "edit": ("torch", "PIL"),
-          "evaluate": ("torch", "torchvision", "pytorch_fid")}
+          "evaluate": ("torch", "torchvision", "pytorch_fid"), "view": ("torch", "PIL")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,7 +74,7 @@ def _finite_float(text: str) -> float:
 
 def _check_out(args) -> None:
     """Refuse an --out that cannot be written before any work starts."""
-    if args.command == "demo":  # a report directory, created by the demo
+    if args.command in ("demo", "view"):  # a report directory, created by the demo; view writes none
         return
     parent = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(parent):
@@ -149,6 +150,20 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--inception-weights", help="pytorch-fid Inception weights file (default: torch hub cache)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", required=True, help="JSON to write")
+
+    w = sub.add_parser("view", help="explore directions live in the browser, with sliders (a local "
+                                      "server on 127.0.0.1; needs the torch extra)")
+    w.add_argument("--generator", metavar="MODULE:FACTORY",
+                   help="the generator (default: the built-in one)")
+    w.add_argument("--directions", nargs="+", metavar="FILE",
+                   help="directions files to choose from (default: the demo's in demo_out/directions, "
+                        "else PCA of W computed at start-up)")
+    w.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: any free)")
+    w.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    w.add_argument("--sliders", type=_positive_int, default=10, help="sliders: the first N directions")
+    w.add_argument("--alpha-range", type=_finite_float, default=6.0,
+                   help="sliders run over +-A standard deviations (default 6)")
+    w.add_argument("--open", action="store_true", help="open the page in the web browser")
     return p
 
 
@@ -309,10 +324,20 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_view(args) -> int:
+    from .view import build_viewer, serve
+
+    viewer = build_viewer(args.generator, args.directions, device=args.device, sliders=args.sliders,
+                          alpha_range=args.alpha_range,
+                          log=lambda msg: print(f"jaxfactor view: {msg}", flush=True))
+    return serve(viewer, args.port, open_browser=args.open)
+
+
 def main(argv=None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    handlers = {"demo": _cmd_demo, "discover": _cmd_discover, "edit": _cmd_edit, "evaluate": _cmd_evaluate}
+    handlers = {"demo": _cmd_demo, "discover": _cmd_discover, "edit": _cmd_edit, "evaluate": _cmd_evaluate,
+                "view": _cmd_view}
     from .pipeline import PipelineError
 
     try:
