@@ -261,29 +261,29 @@ def test_other_methods_and_bad_request_lines(server):
 
 
 def test_requests_never_open_files(server, monkeypatch):
-    """No route reads the file system: every answer comes from memory or the renderer."""
-    _get(server, "/api/render?set=0&seed=2&a=0:1")             # warm: lazy imports done
-    opened = []
-    real_open = os.open
+    """No route touches the file system: every answer comes from memory or the renderer."""
     import builtins
-    real_builtin_open = builtins.open
 
-    def spy_os_open(path, *a, **k):
-        opened.append(path)
-        return real_os(path, *a, **k)
+    _get(server, "/api/render?set=0&seed=2&a=0:1")             # warm: lazy imports done
+    touched = []
 
-    def spy_open(file, *a, **k):
-        opened.append(file)
-        return real_builtin_open(file, *a, **k)
+    def spy(module, name):
+        real = getattr(module, name)
 
-    real_os = real_open
-    monkeypatch.setattr(os, "open", spy_os_open)
-    monkeypatch.setattr(builtins, "open", spy_open)
+        def wrapper(path, *args, **kwargs):
+            touched.append((name, path))
+            return real(path, *args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((os, "open"), (os, "stat"), (os, "lstat"), (os, "listdir"), (os, "scandir"),
+                         (io, "open"), (builtins, "open")):
+        spy(module, name)
     for path in ("/", "/static/view.js", "/static/../view.py", "/../../etc/passwd", "/api/config",
-                 "/api/render?set=1&seed=9&a=0:2", "/api/snippet?set=0&seed=1", "/etc/passwd"):
+                 "/api/render?set=1&seed=9&a=0:2", "/api/snippet?set=0&seed=1", "/etc/passwd",
+                 "/static/view.css?x=/etc/passwd"):
         _get(server, path)
     monkeypatch.undo()
-    assert opened == []
+    assert touched == []
 
 
 def test_render_errors_are_reported_and_the_server_keeps_serving(tmp_path, rng):
@@ -377,9 +377,15 @@ def test_startup_directions_are_pca_of_w(adapter, tmp_path, monkeypatch):
     np.testing.assert_allclose(dset.scales[:k], np.sqrt(evals[:k]), rtol=1e-3)
     mtime = os.stat(path).st_mtime_ns
     assert V.startup_directions(adapter, GEN, tmp_path) == path and os.stat(path).st_mtime_ns == mtime
-    monkeypatch.setitem(V.STARTUP_PCA, "seed", 1)          # another recipe: recomputed
+    monkeypatch.setitem(V.STARTUP_PCA, "seed", 1)         # another recipe: recomputed
     V.startup_directions(adapter, GEN, tmp_path)
     assert os.stat(path).st_mtime_ns != mtime
+    # a generator without W: PCA of z, which a viewer of it accepts
+    plain = PlainAdapter(torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.Unflatten(1, (3, 2, 2))),
+                         z_dim=64)
+    zpath = V.startup_directions(plain, "m:plain", tmp_path)
+    assert V.DirectionSet.load(zpath).space == "z" and zpath != path
+    V.Viewer(plain, "m:plain", [V.DirectionSet.load(zpath)])
 
 
 def test_build_viewer_prefers_the_demo_directions(files, tmp_path):
@@ -494,7 +500,7 @@ def test_cli_view_with_no_arguments_serves_the_builtin_generator(tmp_path):
                 break
         url = lines[-1].split("serving ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
-        assert any("PCA in w" in line for line in lines), lines
+        assert any("PCA-16 in w" in line for line in lines), lines
         with urllib.request.urlopen(url + "api/config", timeout=30) as r:
             cfg = json.loads(r.read())
         assert cfg["generator"] == GEN and cfg["sets"][0]["count"] == V.STARTUP_PCA["components"]

@@ -50,8 +50,9 @@ DEFAULT_GENERATOR = "bridges.builtin:load_builtin_generator"
 DEMO_DIRECTIONS = os.path.join("demo_out", "directions")
 
 #: Directions computed at start-up when there is neither ``--directions`` nor a
-#: demo output: PCA of W (as the papers do for StyleGAN2), a couple of seconds.
-STARTUP_PCA = {"method": "pca", "layer": "w", "components": 16, "samples": 4000, "seed": 0}
+#: demo output: PCA of W (as the papers do for StyleGAN2; of z for generators
+#: without W), a few seconds.
+STARTUP_PCA = {"method": "pca", "components": 16, "samples": 4000, "seed": 0}
 
 HOST = "127.0.0.1"
 SEED_LIMIT = 2**32          # sample_z's seeds
@@ -121,7 +122,7 @@ class DirectionSet:
 
 
 def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLike) -> str:
-    """The :data:`STARTUP_PCA` directions of ``adapter``, as a file in ``cache_dir``.
+    """The :data:`STARTUP_PCA` directions of ``adapter`` (in W, else z), as a file in ``cache_dir``.
 
     Computed once (``pipeline.discover``, a few seconds for the built-in
     generator) and reused while the file's metadata matches the generator (its
@@ -137,11 +138,12 @@ def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLik
     from .pipeline import discover
 
     cfg = STARTUP_PCA
+    layer = "w" if "w" in adapter.latent_names else "z"
     described = {"spec": generator_spec, **adapter.describe(),
                  "weights_sha256": module_sha256(adapter.module)}
     os.makedirs(cache_dir, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9]+", "_", generator_spec).strip("_")
-    path = Path(cache_dir) / f"{stem}_{cfg['layer']}_{cfg['method']}_{cfg['components']}.npz"
+    path = Path(cache_dir) / f"{stem}_{layer}_{cfg['method']}_{cfg['components']}.npz"
     recipe = {"n_samples": cfg["samples"], "seed": cfg["seed"]}
     if path.exists():
         try:
@@ -152,10 +154,10 @@ def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLik
                 return str(path)
         except (DirectionsFileError, ValueError, OSError):
             pass  # recomputed below, replacing the file atomically
-    found = discover(adapter, cfg["layer"], cfg["method"], cfg["components"],
+    found = discover(adapter, layer, cfg["method"], cfg["components"],
                      n_samples=cfg["samples"], seed=cfg["seed"], show_progress=False)
     save_directions(path, found.directions, found.scales, method=cfg["method"], space=found.space,
-                    layer=cfg["layer"], params={"n_components": cfg["components"]},
+                    layer=layer, params={"n_components": cfg["components"]},
                     generator=described,
                     provenance={**recipe, "sampler": describe_sampler(cfg["seed"], adapter.z_dim)})
     return str(path)
@@ -527,6 +529,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "ViewServer"
 
+    timeout = 60  # seconds an idle keep-alive connection (and its thread) is kept
+
     def version_string(self):
         return "jaxfactor-view"
 
@@ -686,7 +690,7 @@ def build_viewer(generator: str | None = None, directions: list[str] | None = No
         t0 = time.perf_counter()
         path = startup_directions(adapter, spec, cache_dir or _cache_dir())
         sets = [DirectionSet.load(path)]
-        log(f"directions: {path} ({STARTUP_PCA['method'].upper()} in {STARTUP_PCA['layer']}, "
+        log(f"directions: {path} ({sets[0].label.split(':')[0]}, computed in "
             f"{time.perf_counter() - t0:.1f} s)")
     return Viewer(adapter, spec, sets, sliders=sliders, alpha_range=alpha_range)
 
