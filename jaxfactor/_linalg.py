@@ -25,6 +25,7 @@ __all__ = [
     "project_l1_ball",
     "VarimaxResult",
     "varimax",
+    "linear_assignment",
 ]
 
 
@@ -416,3 +417,39 @@ def _newton_schulz(w, max_steps=40):
 
     x, _, _ = jax.lax.while_loop(cond, body, (x, x @ x.T, jnp.zeros((), jnp.int32)))
     return x
+
+
+# ------------------------------------------------------- column matching
+
+
+def _assignment_host(cost):
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.asarray(cost, np.float64)
+    _, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, np.finfo(np.float64).max))
+    return cols.astype(np.int32)
+
+
+def linear_assignment(cost: jax.Array) -> jax.Array:
+    """The permutation ``perm`` minimising ``sum_i cost[i, perm[i]]`` (Hungarian /
+    Jonker-Volgenant, by :func:`scipy.optimize.linear_sum_assignment` on the host).
+
+    Usable under ``jit`` and inside loops (a ``jax.pure_callback`` on the small
+    ``(k, k)`` matrix, copied to the host and back); non-finite costs are treated
+    as the largest finite one.
+
+    Args:
+      cost: ``(k, k)`` float array.
+
+    Returns:
+      ``(k,)`` int32 array, a permutation of ``0 .. k-1``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxfactor._linalg import linear_assignment
+      >>> linear_assignment(jnp.array([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])).tolist()
+      [1, 0, 2]
+    """
+    k = cost.shape[0]
+    return jax.pure_callback(_assignment_host, jax.ShapeDtypeStruct((k,), jnp.int32), cost,
+                             vmap_method="sequential")

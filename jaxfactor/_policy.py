@@ -334,3 +334,37 @@ def choose_reduced_rank(reduced_rank, n_samples: int, n_features: int, n_compone
     if reduced_rank == "auto" and in_memory and n_samples * n_features < REDUCED_MIN_SIZE:
         return None
     return min(2 * n_components + 10, n_samples, n_features)
+
+
+ROTATION_FLOAT32_MARGIN = 100
+"""float32 rotations are used only when SCA's tolerance exceeds this many times
+``m eps_32`` (see :func:`choose_rotation_precision`)."""
+
+
+def choose_rotation_precision(rotation_precision: str, n_samples: int, n_features: int,
+                              tol: float, dtype) -> str:
+    """The precision SCA's varimax rotations run in (``'float32'`` or ``'float64'``).
+
+    epca stops varimax when its criterion ``d`` (a sum over ``m`` rows) grows by a
+    relative ``tol / sqrt(m)`` or less. float32 computes ``d`` only to a relative
+    ``~ sqrt(m) eps_32``, so it can make that decision only when
+    ``tol >> m eps_32`` (``1.2e-3`` for ``m = 10^4``); below, the stopping step and
+    hence the rotation jitter from call to call and the outer iteration stalls.
+    ``'auto'``: ``'float64'`` for float32 data unless ``tol >=`` :data:`ROTATION_FLOAT32_MARGIN`
+    ``* max(n, p) * eps_32``; float64 data rotate in float64 anyway.
+
+    Args:
+      rotation_precision: ``'auto'``, ``'float32'`` or ``'float64'``.
+      n_samples, n_features: ``n``, ``p``.
+      tol: SCA's stopping tolerance.
+      dtype: the working dtype.
+
+    Returns:
+      ``'float32'`` or ``'float64'``.
+    """
+    if rotation_precision != "auto":
+        return rotation_precision
+    if np.dtype(dtype) == np.float64:
+        return "float64"
+    m = max(n_samples, n_features)
+    return "float32" if tol >= ROTATION_FLOAT32_MARGIN * m * np.finfo(np.float32).eps else "float64"

@@ -14,15 +14,19 @@ solved, as the R package ``epca`` (``sca`` / ``sma``) does, by alternating
     B  = Z^T X_c Y
 
 where ``PRS(A, budget)`` takes the orthogonal polar factor of ``A``, rotates it
-by varimax (restarted from the identity on every call), flips each column so
+by varimax (restarted from the identity on every call and stopped, as epca
+does, when its criterion grows by a relative ``tol / sqrt(m)`` or less, ``m``
+the rows of ``A``; run in float64, see :func:`_varimax`), flips each column so
 that its sum of cubes is positive, projects the whole matrix onto the L1 ball
-of radius ``budget`` when it lies outside (one global soft threshold, exact by
-sort + cumulative sum), and orders the columns by explained variance
-``||X_c^T z||^2`` / ``||X_c y||^2``. Flip and order make the columns canonical,
-so the stopping rule compares them column by column: the iteration stops when
-no entry of ``Z`` or ``Y`` moves by more than ``tol``, each column compared
-with its best match in the previous iterate (columns of nearly equal
-explained variance may trade places; see :func:`_matched_change`).
+of radius ``budget`` when it lies outside (one global soft threshold, exact),
+and orders the columns by explained variance ``||X_c^T z||^2`` /
+``||X_c y||^2``. Flip and order make the columns canonical, so the stopping
+rule compares them column by column. epca's rule (``stop_rule='epca'``, the
+default): stop when, for ``Z`` and for ``Y``, the largest entry change of the
+unit-normalised columns summed over matched pairs of columns is below
+``tol`` (columns of nearly equal explained variance may trade places; see
+:func:`_matched_change`). With these rules the default reproduces epca's
+iterations and fixed point (``tests/test_sca_reference.py``).
 
 Measurements behind the design choices are in ``docs/sca_notes.md``.
 
@@ -54,7 +58,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._linalg import polar, project_l1_ball, varimax
+from ._linalg import linear_assignment, polar, project_l1_ball, varimax
 from ._policy import choose_reduced_rank, choose_svd_solver
 from ._status import iteration_status
 from .accumulate import centred_matmul, stack_rows, sum_rows
@@ -67,10 +71,11 @@ __all__ = ["SCAResult", "prs", "flip_skewness", "sca_iterate", "sca_iterate_redu
            "sca_source", "choose_reduced_rank"]
 
 ROTATIONS = ("varimax", "none")
+STOP_RULES = ("epca", "max_entry")
+ROTATION_PRECISIONS = ("float32", "float64")
 
-# varimax inside PRS: R's stats::varimax defaults (relative tolerance 1e-5 on
-# the criterion, at most 1000 steps)
-_VARIMAX_TOL = 1e-5
+# varimax inside PRS: epca's rule, relative tolerance tol / sqrt(m) on the sum of
+# the singular values (m the rows of the rotated matrix), at most 1000 steps
 _VARIMAX_MAX_ITER = 1000
 # warm-started varimax: a fixed number of steps a call keeps the outer map smooth
 # (a tolerance made it stall; docs/sca_notes.md)
@@ -171,10 +176,35 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
     return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_valid=n_valid)
 
 
-def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None):
+def _varimax_tol(tol, q, n_valid):
+    """epca's varimax tolerance ``tol / sqrt(m)`` for an ``(m, k)`` ``q``."""
+    m = q.shape[0] if n_valid is None else n_valid
+    return jnp.asarray(tol, q.dtype) / jnp.sqrt(jnp.asarray(m, q.dtype))
+
+
+def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64"):
+    """``varimax(q).rotated``, run in ``precision`` and returned in ``q``'s dtype.
+
+    epca's tolerance sits at float32's epsilon (``1e-5 / sqrt(10^4) = 1e-7`` relative
+    on the criterion), which float32 cannot resolve: its stopping step, and so the
+    rotation, then jitter from call to call. float64 here (and only here) fixes it.
+    """
+    if precision == "float32" or q.dtype == jnp.float64:
+        return varimax(q, tol, max_iter, init=init, n_valid=n_valid).rotated
+    with jax.enable_x64(True):
+        wide = jnp.float64
+        start = None if init is None else init.astype(wide)
+        res = varimax(q.astype(wide), jnp.asarray(tol, wide), max_iter, init=start,
+                      n_valid=n_valid)
+        return res.rotated.astype(q.dtype)
+
+
+def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None,
+                   tol=1e-5, precision="float64"):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``."""
     if rotate == "varimax" and previous is None:
-        q = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, n_valid=n_valid).rotated
+        q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
+                     precision=precision)
     elif rotate == "varimax":
         q = varimax(q, 0.0, _WARM_STEPS, init=polar(q.T @ previous), n_valid=n_valid).rotated
     q = flip_skewness(q)
@@ -202,7 +232,31 @@ def _rmatmul(x: jax.Array, mean: jax.Array, z: jax.Array) -> jax.Array:
     return wide.T - jnp.outer(mean, jnp.sum(z, axis=0))
 
 
-def _matched_change(new: jax.Array, old: jax.Array) -> jax.Array:
+def _unit_columns(a):
+    norms = jnp.sqrt(jnp.sum(a * a, axis=0))
+    return a / jnp.where(norms > 0, norms, 1)[None, :]
+
+
+def _matched_change(new: jax.Array, old: jax.Array, rule: str = "epca") -> jax.Array:
+    """The change from ``old`` to ``new`` (both ``(m, k)``) the stopping rule tests.
+
+    ``rule='epca'`` (epca's ``distance(old, new, "maximum")``): the columns scaled
+    to unit length, each old column paired with a new one by an assignment
+    (:func:`jaxfactor._linalg.linear_assignment`), and the largest absolute entry
+    difference of each pair summed over the pairs. epca's assignment minimises
+    that sum; this one maximises the summed cosines (a ``(k, k)`` product instead
+    of ``m k^2`` differences). The two agree whenever the sum is below a tolerance
+    well under the distance between distinct columns, so they stop at the same
+    iteration. ``rule='max_entry'``: :func:`_max_entry_change`.
+    """
+    if rule == "max_entry":
+        return _max_entry_change(new, old)
+    un, uo = _unit_columns(new), _unit_columns(old)
+    match = linear_assignment(-(uo.T @ un))
+    return jnp.sum(jnp.max(jnp.abs(un[:, match] - uo), axis=0))
+
+
+def _max_entry_change(new: jax.Array, old: jax.Array) -> jax.Array:
     """Largest entry change from ``old`` to ``new`` (both ``(m, k)``), each old
     column compared with the new column that matches it best (largest
     ``|cosine|``).
@@ -260,13 +314,24 @@ def _factored_sides(u, s, vt) -> _Sides:
                   lambda w: u @ w, lambda w: vt.T @ polar(s[:, None] * w))
 
 
-def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_valid):
+class _Options(NamedTuple):
+    """The static choices of the iteration (see :func:`sca_iterate`)."""
+
+    rotate: str = "varimax"
+    varimax_start: str = "identity"
+    stop_rule: str = "epca"
+    rotation_precision: str = "float64"
+
+
+def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
     """The SCA alternation as one ``lax.while_loop``.
 
     ``n_valid`` is the true sample count (``X`` may carry zero-padding rows).
     """
-    if rotate == "varimax" and varimax_start == "previous":
-        return _iterate_warm(sides, y0, gamma, tol, max_iter, n_valid)
+    rotate = opts.rotate
+    if rotate == "varimax" and opts.varimax_start == "previous":
+        return _iterate_warm(sides, y0, gamma, tol, max_iter, opts, n_valid)
+    rot = dict(rotate=rotate, tol=tol, precision=opts.rotation_precision)
     apply, apply_t = sides.apply, sides.apply_t
     dtype = y0.dtype
     xy0 = apply(y0)
@@ -277,11 +342,13 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_v
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z = prs(s.xy, None, rotate=rotate, n_valid=n_valid)  # k sqrt(n) budget: never binding
+        # k sqrt(n) budget on the sample side: never binding
+        z = _rotate_shrink(polar(s.xy), None, n_valid=n_valid, **rot)
         z, xtz = _order_by(z, apply_t(z))
-        y = prs(xtz, gamma, rotate=rotate)
+        y = _rotate_shrink(polar(xtz), gamma, **rot)
         y, xy = _order_by(y, apply(y))
-        change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
+        change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
+                             _matched_change(y, s.y, opts.stop_rule))
         # The first step compares against the unrotated SVD start: never "converged".
         change = jnp.where(s.i == 0, jnp.inf, change)
         return _LoopState(s.i + 1, y, xy, z, change)
@@ -289,7 +356,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, rotate, varimax_start, n_v
     return jax.lax.while_loop(cond, body, init)
 
 
-def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_valid):
+def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
     """The alternation with varimax warm-started from the previous loadings.
 
     With that start the rotation applied on the sample side does not change
@@ -313,8 +380,9 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_valid):
     dtype = y0.dtype
     # First step as the reference: varimax from I on both sides.
     z0 = sides.lift(polar(sides.reduce(y0)))
-    z1 = _rotate_shrink(z0, None, rotate="varimax", n_valid=n_valid)
-    y1 = prs(sides.apply_t(z1), gamma, rotate="varimax")
+    rot = dict(rotate="varimax", tol=tol, precision=opts.rotation_precision)
+    z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot)
+    y1 = _rotate_shrink(polar(sides.apply_t(z1)), gamma, **rot)
     y1, coords1 = _order_by(y1, sides.reduce(y1))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
 
@@ -326,13 +394,15 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, n_valid):
         z = sides.lift(w)
         y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y)
         y, coords = _order_by(y, sides.reduce(y))
-        change = jnp.maximum(_matched_change(z, s.z), _matched_change(y, s.y))
+        change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
+                             _matched_change(y, s.y, opts.stop_rule))
         return _LoopState(s.i + 1, y, coords, z, change)
 
     state = jax.lax.while_loop(cond, body, init)
     xy = sides.lift(state.xy)
     q = sides.lift(polar(state.xy))
-    z = varimax(q, _VARIMAX_TOL, _VARIMAX_MAX_ITER, init=polar(q.T @ z1), n_valid=n_valid).rotated
+    z = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, init=polar(q.T @ z1),
+                 n_valid=n_valid, precision=opts.rotation_precision)
     z, _ = _order_by(flip_skewness(z), sides.apply_t(z))
     return state._replace(xy=xy, z=z)
 
@@ -374,15 +444,19 @@ def _true_rows(x, n_valid):
     return x.shape[0] if n_valid is None else n_valid
 
 
-@partial(jax.jit, static_argnames=("rotate", "varimax_start"))
+_STATIC = ("rotate", "varimax_start", "stop_rule", "rotation_precision")
+
+
+@partial(jax.jit, static_argnames=_STATIC)
 def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5,
                 max_iter=1000, rotate: str = "varimax",
-                varimax_start: str = "identity", n_valid=None) -> SCAResult:
+                varimax_start: str = "identity", stop_rule: str = "epca",
+                rotation_precision: str = "float64", n_valid=None) -> SCAResult:
     """Run the SCA iteration on ``X`` in memory, from the loadings ``y0``.
 
-    ``Z <- PRS(X_c Y)``, ``Y <- PRS(X_c^T Z, gamma)`` until no entry of ``Z``
-    or ``Y`` changes by more than ``tol`` (Chen & Rohe; module doc). The mean
-    is folded into each product.
+    ``Z <- PRS(X_c Y)``, ``Y <- PRS(X_c^T Z, gamma)`` until the change of ``Z``
+    and of ``Y`` (``stop_rule``) is at most ``tol`` (Chen & Rohe; module doc).
+    The mean is folded into each product.
 
     Args:
       x: ``(n, p)`` float array, possibly row-sharded over a mesh and padded
@@ -390,7 +464,8 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
       mean: ``(p,)`` column means (zeros for uncentred data).
       y0: ``(p, k)`` starting loadings, usually the top right singular vectors.
       gamma: L1 budget of the loadings (scalar, traced).
-      tol: stopping tolerance on the largest entry change (traced).
+      tol: stopping tolerance (traced); also sets varimax's, ``tol / sqrt(m)``
+        relative on its criterion (epca's ``epsilon``).
       max_iter: iteration cap (traced).
       rotate: ``'varimax'`` or ``'none'`` (static).
       varimax_start: ``'identity'`` (default, the reference method): restart
@@ -401,6 +476,13 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
         iterations, far fewer varimax steps; at the joint fixed point the
         rotation is an exact varimax stationary point rather than one stopped
         at R's loose tolerance. Measured effect in ``benchmarks/bench_sca.py``.
+      stop_rule: ``'epca'`` (default; epca's matched sum over unit-normalised
+        columns of the largest entry change) or ``'max_entry'`` (the largest
+        entry change of any matched column, unnormalised: about ``k`` times
+        looser); static.
+      rotation_precision: ``'float64'`` (default) or ``'float32'``: the
+        precision of the varimax rotations (static). float32 cannot resolve
+        epca's varimax tolerance (:func:`jaxfactor._policy.choose_rotation_precision`).
       n_valid: true row count when ``x`` carries padding rows (traced;
         default ``x.shape[0]``); used for varimax's column means on the
         sample side.
@@ -420,23 +502,25 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
       ((8, 2), (50, 2), True)
     """
     gamma = jnp.asarray(gamma, x.dtype)
-    state = _iterate(_data_sides(x, mean), y0, gamma, jnp.asarray(tol, x.dtype), max_iter, rotate,
-                     varimax_start, _true_rows(x, n_valid))
+    opts = _Options(rotate, varimax_start, stop_rule, rotation_precision)
+    state = _iterate(_data_sides(x, mean), y0, gamma, jnp.asarray(tol, x.dtype), max_iter, opts,
+                     _true_rows(x, n_valid))
     return _finish(x, mean, state, state.xy, tol)
 
 
-def _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate, varimax_start,
+def _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, opts: _Options,
                       n_valid) -> _LoopState:
     dtype = vt.dtype
     y0 = vt[:n_components].T
     return _iterate(_factored_sides(u, s, vt), y0, jnp.asarray(gamma, dtype), jnp.asarray(tol, dtype),
-                    max_iter, rotate, varimax_start, n_valid)
+                    max_iter, opts, n_valid)
 
 
-@partial(jax.jit, static_argnames=("n_components", "rotate", "varimax_start"))
+@partial(jax.jit, static_argnames=("n_components",) + _STATIC)
 def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Array,
                         vt: jax.Array, gamma, *, n_components: int, tol=1e-5, max_iter=1000,
                         rotate: str = "varimax", varimax_start: str = "identity",
+                        stop_rule: str = "epca", rotation_precision: str = "float64",
                         n_valid=None) -> SCAResult:
     """The SCA iteration on the rank-``r`` approximation ``X_c ~ U diag(s) Vt``.
 
@@ -452,7 +536,8 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
       u: ``(n, r)``; s: ``(r,)``; vt: ``(r, p)``: truncated SVD of ``X_c``.
       gamma: L1 budget of the loadings (traced).
       n_components: ``k <= r`` (static).
-      tol, max_iter, rotate, varimax_start, n_valid: as for :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start, stop_rule, rotation_precision, n_valid: as for
+        :func:`sca_iterate`.
 
     Returns:
       :class:`SCAResult`.
@@ -466,14 +551,14 @@ def sca_iterate_reduced(x: jax.Array, mean: jax.Array, u: jax.Array, s: jax.Arra
       >>> res.loadings.shape, res.z.shape, res.b.shape
       ((8, 2), (50, 2), (2, 2))
     """
-    state = _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, rotate,
-                              varimax_start, _true_rows(x, n_valid))
+    opts = _Options(rotate, varimax_start, stop_rule, rotation_precision)
+    state = _iterate_factored(u, s, vt, gamma, n_components, tol, max_iter, opts,
+                              _true_rows(x, n_valid))
     scores = centred_matmul(x, mean, state.y)
     return _finish(x, mean, state, scores, tol)
 
 
-_iterate_factored_jit = jax.jit(_iterate_factored,
-                                static_argnames=("n_components", "rotate", "varimax_start"))
+_iterate_factored_jit = jax.jit(_iterate_factored, static_argnames=("n_components", "opts"))
 
 
 @jax.jit
@@ -501,7 +586,8 @@ _assemble_jit = jax.jit(_assemble)
 
 def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_rank: int,
                gamma=None, tol=1e-5, max_iter: int = 1000, rotate: str = "varimax",
-               varimax_start: str = "identity", block_rows: int = 4096,
+               varimax_start: str = "identity", stop_rule: str = "epca",
+               rotation_precision: str = "float64", block_rows: int = 4096,
                dtype=jnp.float32, mesh=None, checkpoint: str | os.PathLike | None = None,
                checkpoint_every: int = 16) -> SCAResult:
     """Sparse component analysis of rows read in blocks from a replayable source.
@@ -524,7 +610,8 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
       key: ``jax.random`` key of the randomized SVD.
       reduced_rank: ``r`` in ``[k, min(n, p)]``.
       gamma: L1 budget (default ``sqrt(p k)``).
-      tol, max_iter, rotate, varimax_start: as for :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start, stop_rule, rotation_precision: as for
+        :func:`sca_iterate`.
       block_rows: rows per block.
       dtype: working dtype.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`) to
@@ -554,6 +641,7 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
     n, p = source.n_samples, source.n_features
     k = n_components
     gamma = default_gamma(p, k) if gamma is None else gamma
+    opts = _Options(rotate, varimax_start, stop_rule, rotation_precision)
     params = range_params(reduced_rank, n, p)
     common = dict(key=key, center=True, block_rows=block_rows, dtype=dtype)
     stack, sums = stack_rows(_left_factor), sum_rows(_captured_rows)
@@ -566,7 +654,7 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
     def left_finish(ctx, states):
         u = stack.finalize(states["u"])
         state = _iterate_factored_jit(u, ctx["svd.s"], ctx["svd.vt"], gamma, k, tol, max_iter,
-                                      rotate, varimax_start, n)
+                                      opts, n)
         q, adds = _span_basis_jit(state.y)
         return {**ctx, **pack("loop", state), "q": q, "adds": adds}
 
@@ -584,7 +672,7 @@ def sca_source(source: RowSource, n_components: int, *, key: jax.Array, reduced_
         Pass("left", left_start, left_finish), Pass("final", final_start, final_finish)]
     run = {**svd_run(source, reduced_rank, params, **common),
            "sca": {"k": k, "gamma": float(gamma), "tol": float(tol), "max_iter": int(max_iter),
-                   "rotate": rotate, "varimax_start": varimax_start}}
+                   **opts._asdict()}}
     ctx = run_passes(source, passes, block_rows=block_rows, dtype=dtype, mesh=mesh,
                      checkpoint=as_checkpoint(checkpoint, run, checkpoint_every))
     _, mom = svd_from_context(ctx)
@@ -601,7 +689,8 @@ def default_gamma(n_features: int, n_components: int) -> float:
 
 def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5,
         max_iter: int = 1000, rotate: str = "varimax", reduced_rank: int | None = None,
-        svd_solver: str = "auto", varimax_start: str = "identity", n_valid=None) -> SCAResult:
+        svd_solver: str = "auto", varimax_start: str = "identity", stop_rule: str = "epca",
+        rotation_precision: str = "float64", n_valid=None) -> SCAResult:
     """Sparse component analysis of ``X`` in memory: initial SVD plus iteration.
 
     Starts from the top ``k`` right singular vectors of ``X_c`` (exact by
@@ -617,7 +706,8 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
       n_components: ``k <= min(n, p)``.
       key: ``jax.random`` key for the randomized SVD.
       gamma: L1 budget of the ``(p, k)`` loadings (default ``sqrt(p k)``).
-      tol, max_iter, rotate, varimax_start: see :func:`sca_iterate`.
+      tol, max_iter, rotate, varimax_start, stop_rule, rotation_precision: see
+        :func:`sca_iterate`.
       reduced_rank: ``None`` (iterate on ``X``) or ``r`` in ``[k, min(n, p)]``.
       svd_solver: ``'auto'``, ``'full'`` or ``'randomized'`` for the start.
       n_valid: true row count (default ``x.shape[0]``).
@@ -638,12 +728,13 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
     n, p = x.shape
     n_count = n if n_valid is None else int(n_valid)
     k = n_components
+    options = dict(tol=tol, max_iter=max_iter, rotate=rotate, varimax_start=varimax_start,
+                   stop_rule=stop_rule, rotation_precision=rotation_precision)
     gamma = default_gamma(p, k) if gamma is None else gamma
     if reduced_rank is not None:
         svd = randomized_svd(x, reduced_rank, key=key, center=True, compute_u=True)
         return sca_iterate_reduced(x, svd.mean, svd.u, svd.s, svd.vt, gamma, n_components=k,
-                                   tol=tol, max_iter=max_iter, rotate=rotate,
-                                   varimax_start=varimax_start, n_valid=n_count)
+                                   n_valid=n_count, **options)
     solver = choose_svd_solver(svd_solver, n_count, p, k, True)
     if solver == "full":
         # mean-padding rows change neither the mean nor the principal axes
@@ -652,5 +743,4 @@ def sca(x: jax.Array, n_components: int, *, key: jax.Array, gamma=None, tol=1e-5
     else:
         start = randomized_svd(x, k, key=key, center=True, compute_u=False)
         mean, y0 = start.mean, start.vt.T
-    return sca_iterate(x, mean, y0, gamma, tol=tol, max_iter=max_iter, rotate=rotate,
-                       varimax_start=varimax_start, n_valid=n_count)
+    return sca_iterate(x, mean, y0, gamma, n_valid=n_count, **options)

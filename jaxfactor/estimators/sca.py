@@ -14,12 +14,13 @@ from .._base import Factorizer
 from .._policy import (
     Plan,
     choose_reduced_rank,
+    choose_rotation_precision,
     choose_svd_solver,
     platform_of,
     range_method_of,
 )
 from .._status import report
-from ..sca import ROTATIONS, default_gamma, sca, sca_source
+from ..sca import ROTATION_PRECISIONS, ROTATIONS, STOP_RULES, default_gamma, sca, sca_source
 from ..sharding import shard_rows
 
 __all__ = ["SCA"]
@@ -44,7 +45,9 @@ class SCA(Factorizer):
       rotate: ``'varimax'`` (SCA) or ``'none'`` (no rotation: sparse matrix
         approximation with the SVD basis, epca's ``sma`` without rotation).
       max_iter: iteration cap (``ConvergenceWarning`` when reached).
-      tol: stop when no entry of ``Z`` or ``Y`` changes by more than ``tol``.
+      tol: epca's ``epsilon``: stop when the change of ``Z`` and of ``Y`` (see
+        ``stop_rule``) is below ``tol``; varimax stops at a relative growth
+        of ``tol / sqrt(m)`` of its criterion (``m`` rows rotated), as epca.
       reduced_rank: ``None`` (iterate on ``X``), ``r >= k`` (iterate on the
         rank-``r`` randomized SVD of ``X_c``: much cheaper per iteration for
         large ``n x p``; an approximation, see :func:`sca_iterate_reduced`),
@@ -56,6 +59,13 @@ class SCA(Factorizer):
         it to R's tolerance, as ``epca``: the reference method) or
         ``'previous'`` (ten varimax steps per call from the previous
         iterate's rotation; see :func:`sca_iterate`).
+      stop_rule: ``'epca'`` (epca's Hungarian-matched sum over unit-normalised
+        columns of the largest entry change) or ``'max_entry'`` (the largest
+        entry change of any matched column; the rule before epca's).
+      rotation_precision: ``'auto'``
+        (:func:`jaxfactor._policy.choose_rotation_precision`: float64 rotations
+        unless ``tol`` is loose enough for float32), ``'float32'`` or
+        ``'float64'``; the products with ``X`` stay in the data's dtype.
       block_rows: rows per block when ``X`` is a row source.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
         to split the rows of an in-memory ``X`` over its devices (padded to
@@ -85,6 +95,7 @@ class SCA(Factorizer):
       gamma_: the budget used; objective_: ``||B_||_F``.
       n_iter_: iterations run; converged_: bool.
       reduced_rank_: the rank the iteration ran on (``None``: on ``X``).
+      rotation_precision_: the precision the varimax rotations ran in.
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
       n_components_, n_samples_, n_features_in_: ints.
 
@@ -99,7 +110,7 @@ class SCA(Factorizer):
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
                  tol=1e-5, reduced_rank=None, svd_solver="auto", varimax_start="identity",
-                 block_rows=4096, mesh=None, random_state=None, checkpoint=None,
+                 stop_rule="epca", rotation_precision="auto", block_rows=4096, mesh=None, random_state=None, checkpoint=None,
                  checkpoint_every=16):
         self.n_components = n_components
         self.gamma = gamma
@@ -109,6 +120,8 @@ class SCA(Factorizer):
         self.reduced_rank = reduced_rank
         self.svd_solver = svd_solver
         self.varimax_start = varimax_start
+        self.stop_rule = stop_rule
+        self.rotation_precision = rotation_precision
         self.block_rows = block_rows
         self.mesh = mesh
         self.random_state = random_state
@@ -123,6 +136,8 @@ class SCA(Factorizer):
         "reduced_rank": [P.Constant(None), P.Options("auto"), P.Interval(int, 1, None)],
         "svd_solver": [P.Options("auto", "full", "randomized")],
         "varimax_start": [P.Options("previous", "identity")],
+        "stop_rule": [P.Options(*STOP_RULES)],
+        "rotation_precision": [P.Options("auto", *ROTATION_PRECISIONS)],
     }
 
     def _check_params(self, n, p, in_memory=True):
@@ -151,8 +166,10 @@ class SCA(Factorizer):
         # the initial SVD is chosen here, once, and recorded in plan_
         solver = ("streaming" if source is not None else "randomized" if rank is not None
                   else choose_svd_solver(self.svd_solver, n, p, k, True))
+        precision = choose_rotation_precision(self.rotation_precision, n, p, float(self.tol), dtype)
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
-                      rotate=self.rotate, varimax_start=self.varimax_start)
+                      rotate=self.rotate, varimax_start=self.varimax_start,
+                      stop_rule=self.stop_rule, rotation_precision=precision)
         if source is not None:
             res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
                              dtype=dtype, mesh=self.mesh, checkpoint=self.checkpoint,
@@ -172,6 +189,7 @@ class SCA(Factorizer):
         self.objective_ = float(res.objective)
         self.n_iter_ = int(res.n_iter)
         self.reduced_rank_ = rank
+        self.rotation_precision_ = precision
         self.plan_ = Plan(solver, *range_method_of(solver, "krylov", None), reduced_rank=rank,
                           platform=platform_of(self.mesh))
         self.converged_ = bool(res.converged)
