@@ -286,8 +286,9 @@ def test_requests_never_open_files(server, monkeypatch):
     assert touched == []
 
 
-def test_render_errors_are_reported_and_the_server_keeps_serving(tmp_path, rng):
+def test_render_errors_and_superseded_requests(tmp_path, rng):
     failing = {"on": False}
+    gate, entered = {"on": False, "release": threading.Event()}, threading.Event()
 
     class Flaky(torch.nn.Module):
         def __init__(self):
@@ -297,6 +298,9 @@ def test_render_errors_are_reported_and_the_server_keeps_serving(tmp_path, rng):
         def forward(self, z):
             if failing["on"]:
                 raise RuntimeError("the generator fell over")
+            if gate["on"]:
+                entered.set()
+                gate["release"].wait(10)
             return torch.tanh(self.lin(z)).reshape(-1, 3, 2, 2)
 
     path = save_directions(tmp_path / "z.npz", rng.standard_normal((2, 16)), method="pca", space="z")
@@ -312,7 +316,31 @@ def test_render_errors_are_reported_and_the_server_keeps_serving(tmp_path, rng):
         status, headers, body = _get(s, "/api/render?set=0&seed=1&a=0:1")
         assert status == 200 and _png_pixels(body).shape == (2, 2, 3)
         assert s.renderer.failed == 1 and s.renderer.rendered == 1
+        # a page's waiting request is answered 204 when its newer one arrives
+        gate["on"] = True
+        answers = {}
+
+        def ask(name, seed):
+            answers[name] = _get(s, f"/api/render?set=0&seed={seed}&client=page")
+
+        threads = {"a": threading.Thread(target=ask, args=("a", 1))}
+        threads["a"].start()
+        assert entered.wait(10)                      # the worker is inside render "a"
+        for name, seed in (("b", 2), ("c", 3)):
+            threads[name] = threading.Thread(target=ask, args=(name, seed))
+            threads[name].start()
+            t0 = time.monotonic()                    # until the request is waiting in the queue
+            while not (s.renderer._waiting and s.renderer.superseded == (name == "c")):
+                assert time.monotonic() - t0 < 10
+                time.sleep(0.005)
+        gate["release"].set()
+        for t in threads.values():
+            t.join(30)
+        assert [answers[n][0] for n in "abc"] == [200, 204, 200]
+        assert answers["b"][1].get("X-Render") == "superseded" and answers["b"][2] == b""
+        assert s.renderer.superseded == 1
     finally:
+        gate["release"].set()
         s.stop()
 
 
@@ -403,6 +431,8 @@ def test_build_viewer_prefers_the_demo_directions(files, tmp_path):
 def test_cli_view_refuses_bad_arguments(tmp_path, capsys):
     assert main(["view", "--directions", str(tmp_path / "missing.npz")]) == 2
     assert "no directions file" in capsys.readouterr().err
+    assert main(["view", "--port", "65536"]) == 2
+    assert "--port must be in 0-65535" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["view", "--sliders", "0"])
     assert info.value.code == 2

@@ -327,6 +327,8 @@ def _cmd_demo(args) -> int:
 def _cmd_view(args) -> int:
     from .view import build_viewer, serve
 
+    if not 0 <= args.port < 65536:  # before the generator loads
+        raise ValueError(f"--port must be in 0-65535, got {args.port}")
     viewer = build_viewer(args.generator, args.directions, device=args.device, sliders=args.sliders,
                           alpha_range=args.alpha_range,
                           log=lambda msg: print(f"jaxfactor view: {msg}", flush=True))
