@@ -409,11 +409,16 @@ def test_startup_directions_are_pca_of_w(adapter, tmp_path, monkeypatch):
     V.startup_directions(adapter, GEN, tmp_path)
     assert os.stat(path).st_mtime_ns != mtime
     # a generator without W: PCA of z, which a viewer of it accepts
-    plain = PlainAdapter(torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.Unflatten(1, (3, 2, 2))),
-                         z_dim=64)
+    plain = PlainAdapter(torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Unflatten(1, (3, 2, 2))),
+                         z_dim=6)
     zpath = V.startup_directions(plain, "m:plain", tmp_path)
-    assert V.DirectionSet.load(zpath).space == "z" and zpath != path
-    V.Viewer(plain, "m:plain", [V.DirectionSet.load(zpath)])
+    zset = V.DirectionSet.load(zpath)
+    assert zset.space == "z" and zset.directions.shape == (6, 6)   # as many as z has
+    V.Viewer(plain, "m:plain", [zset])
+    with pytest.raises(ValueError, match="cannot keep the start-up directions"):
+        V.startup_directions(plain, "m:plain", os.path.join(zpath, "sub"))   # under a file
+    with pytest.raises(ValueError, match="units must be 'std'"):
+        V.render_snippet({"units": "latent", "directions": zpath, "seed": 0}, plain)
 
 
 def test_build_viewer_prefers_the_demo_directions(files, tmp_path):

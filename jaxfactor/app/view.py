@@ -69,7 +69,7 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'
 
 __all__ = ["DEFAULT_GENERATOR", "DirectionSet", "Edit", "RequestError", "Viewer",
            "LatestOnlyRenderer", "ViewServer", "build_viewer", "startup_directions",
-           "render_snippet", "serve"]
+           "render_edit", "render_snippet", "serve"]
 
 
 class RequestError(ValueError):
@@ -139,11 +139,16 @@ def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLik
 
     cfg = STARTUP_PCA
     layer = "w" if "w" in adapter.latent_names else "z"
+    k = min(cfg["components"], adapter.w_dim if layer == "w" else adapter.z_dim)
     described = {"spec": generator_spec, **adapter.describe(),
                  "weights_sha256": module_sha256(adapter.module)}
-    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot keep the start-up directions in {os.fspath(cache_dir)!r}: {err}; "
+                         f"pass --directions or set XDG_CACHE_HOME") from None
     stem = re.sub(r"[^A-Za-z0-9]+", "_", generator_spec).strip("_")
-    path = Path(cache_dir) / f"{stem}_{layer}_{cfg['method']}_{cfg['components']}.npz"
+    path = Path(cache_dir) / f"{stem}_{layer}_{cfg['method']}_{k}.npz"
     recipe = {"n_samples": cfg["samples"], "seed": cfg["seed"]}
     if path.exists():
         try:
@@ -154,10 +159,10 @@ def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLik
                 return str(path)
         except (DirectionsFileError, ValueError, OSError):
             pass  # recomputed below, replacing the file atomically
-    found = discover(adapter, layer, cfg["method"], cfg["components"],
+    found = discover(adapter, layer, cfg["method"], k,
                      n_samples=cfg["samples"], seed=cfg["seed"], show_progress=False)
     save_directions(path, found.directions, found.scales, method=cfg["method"], space=found.space,
-                    layer=layer, params={"n_components": cfg["components"]},
+                    layer=layer, params={"n_components": k},
                     generator=described,
                     provenance={**recipe, "sampler": describe_sampler(cfg["seed"], adapter.z_dim)})
     return str(path)
@@ -253,6 +258,8 @@ def render_snippet(snippet: dict | str, adapter=None) -> np.ndarray:
     from .pipeline import load_generator
 
     s = json.loads(snippet) if isinstance(snippet, str) else dict(snippet)
+    if s.get("units", "std") != "std":
+        raise ValueError(f"snippet units must be 'std' (standard deviations), got {s['units']!r}")
     dset = DirectionSet.load(s["directions"])
     adapter = load_generator(s["generator"]) if adapter is None else adapter
     layers = s.get("layers")
