@@ -18,7 +18,9 @@ from bridges.generators import sample_z  # noqa: E402
 from bridges.render import render  # noqa: E402
 from jaxfactor.app import view as V  # noqa: E402
 from jaxfactor.app.pipeline import load_generator  # noqa: E402
+from jaxfactor.directions import save_directions  # noqa: E402
 from tests.browser import chromium_driver  # noqa: E402
+from tests.conftest import seed_for  # noqa: E402
 
 TARGET_MS = 150.0  # the target for the built-in generator
 
@@ -52,11 +54,16 @@ def _wait(driver, predicate_js, timeout=20.0):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     adapter = load_generator(V.DEFAULT_GENERATOR)
+    rng = np.random.default_rng(seed_for("tests/test_view_browser.py::served"))
+    zfile = save_directions(tmp_path_factory.mktemp("z") / "z.npz",
+                            rng.standard_normal((3, adapter.z_dim)), rng.uniform(0.5, 1.5, 3),
+                            method="ica", space="z")
     mp = pytest.MonkeyPatch()
     mp.setitem(V.STARTUP_PCA, "samples", 1500)   # the size test_view.py uses: one compilation
     path = V.startup_directions(adapter, V.DEFAULT_GENERATOR, tmp_path_factory.mktemp("cache"))
     mp.undo()
-    viewer = V.Viewer(adapter, V.DEFAULT_GENERATOR, [V.DirectionSet.load(path)], sliders=6)
+    viewer = V.Viewer(adapter, V.DEFAULT_GENERATOR, [V.DirectionSet.load(p) for p in (path, zfile)],
+                      sliders=6)
     server = V.ViewServer(viewer, 0)
     server.start()
     yield server, adapter
@@ -112,9 +119,33 @@ def test_sliders_change_the_image_live(served, tmp_path):
         if os.environ.get("JAXFACTOR_VIEW_SCREENSHOT"):
             shutil.copyfile(screenshot, os.environ["JAXFACTOR_VIEW_SCREENSHOT"])
 
+        from selenium.webdriver.support.ui import Select
+
+        Select(driver.find_element(By.ID, "layer-from")).select_by_value("2")   # W+ layers 2-3 only
+        _wait(driver, "window.jaxfactorView.shown.query.indexOf('layers=2-3') >= 0")
+        on_layers = _pixels(driver)[..., 0]
+        np.testing.assert_array_equal(on_layers, server.viewer.render(V.Edit(0, seed, ((0, alpha),),
+                                                                              (2, 3)))[..., 0])
+        assert np.any(on_layers != moved[..., 0])
+
         driver.find_element(By.ID, "reset").click()   # back to alpha = 0: the unedited render
-        _wait(driver, "window.jaxfactorView.shown.query.indexOf('a=') < 0")
+        _wait(driver, "window.jaxfactorView.shown.query.indexOf('a=') < 0 && "
+                      "window.jaxfactorView.shown.query.indexOf('layers') < 0")
         np.testing.assert_array_equal(_pixels(driver)[..., 0], unedited[..., 0])
+
+        Select(driver.find_element(By.ID, "set")).select_by_index(1)   # the z directions: 3 sliders
+        _wait(driver, "window.jaxfactorView.shown.query.indexOf('set=1') >= 0")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#sliders input[type=range]")) == 3
+        assert not driver.find_element(By.ID, "layer-row").is_displayed()
+        np.testing.assert_array_equal(_pixels(driver)[..., 0], unedited[..., 0])
+        z_slider = driver.find_element(By.ID, "alpha-2")
+        z_slider.click()
+        for _ in range(20):
+            z_slider.send_keys(Keys.ARROW_LEFT)
+        z_alpha = float(z_slider.get_attribute("value"))
+        _wait(driver, f"window.jaxfactorView.shown.query.indexOf('a=2%3A{z_alpha:g}') >= 0")
+        np.testing.assert_array_equal(
+            _pixels(driver)[..., 0], server.viewer.render(V.Edit(1, seed, ((2, z_alpha),)))[..., 0])
 
         seed_box = driver.find_element(By.ID, "seed")   # a bad seed: the server's error on the page
         seed_box.clear()
@@ -125,8 +156,8 @@ def test_sliders_change_the_image_live(served, tmp_path):
         _wait(driver, "document.getElementById('error').hidden")
         new_seed = int(driver.find_element(By.ID, "seed").get_attribute("value"))
         _wait(driver, f"window.jaxfactorView.shown.query.indexOf('seed={new_seed}') >= 0")
-        np.testing.assert_array_equal(
-            _pixels(driver)[..., 0], render(adapter, sample_z(new_seed, 0, 1, adapter.z_dim))[0, ..., 0])
+        np.testing.assert_array_equal(   # the z edit, on the new seed's latent
+            _pixels(driver)[..., 0], server.viewer.render(V.Edit(1, new_seed, ((2, z_alpha),)))[..., 0])
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
                 and "api/render" not in e["message"]]   # the refused seed's 400 is logged
         assert logs == []

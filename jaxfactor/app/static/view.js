@@ -52,17 +52,28 @@
     }
     const blob = await r.blob();
     if (mine < shownSeq) return;                           // an older image arrived late
+    // decode off-screen, then swap the element: what is on screen is always the image
+    // page.shown names (an <img> whose src changes can fire a late load of the old one)
+    const url = URL.createObjectURL(blob), im = new Image();
+    im.src = url;
+    try {
+      await im.decode();
+    } catch (err) {
+      URL.revokeObjectURL(url);
+      if (mine > shownSeq) showError("the image does not decode: " + err);
+      return;
+    }
+    if (mine < shownSeq) { URL.revokeObjectURL(url); return; }
     shownSeq = mine;
-    const url = URL.createObjectURL(blob), img = $("image");
-    img.onload = () => {
-      const ms = performance.now() - t0;
-      page.latencies.push(ms); page.renders++;
-      page.shown = {seq: mine, query: q, latencyMs: ms};
-      $("status").textContent = "rendered in " + ms.toFixed(0) + " ms";
-      if (shownUrl) URL.revokeObjectURL(shownUrl);
-      shownUrl = url;
-    };
-    img.src = url;
+    const old = $("image");
+    Object.assign(im, {id: "image", alt: old.alt, width: old.width, height: old.height});
+    old.replaceWith(im);
+    if (shownUrl) URL.revokeObjectURL(shownUrl);
+    shownUrl = url;
+    const ms = performance.now() - t0;
+    page.latencies.push(ms); page.renders++;
+    page.shown = {seq: mine, query: q, latencyMs: ms};
+    $("status").textContent = "rendered in " + ms.toFixed(0) + " ms";
     showError("");
     clearTimeout(snippetTimer);
     snippetTimer = setTimeout(() => snippet(q), 120);
