@@ -47,6 +47,14 @@ Frechet distance from NumPy/SciPy. Times: the first call (compilation included),
 JAX's own compile events, and the steady state (fastest of the repeats); the
 model flops and bytes of each run over the steady time, beside the measured peaks.
 
+Budget on an H200 (model flops at ~50 TFLOP/s float32, ~400 tf32, ~790 bf16; bytes at
+4.3 TB/s): the largest run, the adaptive float32 PCA at N = 10^5 (width 750, ~30 passes),
+is ~7e13 flops, ~1.5 s a call; Krylov there ~1.3e13 (0.3 s); FastICA k = 1000, 200
+iterations, ~8e12 flops plus 200 ``1000 x 1000`` eigh (a few s); SCA on ``X`` ~3e10 flops an
+iteration; the stream is bound by the host's latent sampling (~1e5 rows/s). XLA's compile
+(~40 programs, a few s each) is most of the time; the caps in :data:`CASES` bound each case
+and ``--budget`` the whole.
+
 Each case runs in a worker process with a time cap; a case that fails, runs past
 its cap or crashes the worker is recorded with its error and the suite goes on
 (in a new worker). ``OUT_DIR/gpu_suite.json`` and ``gpu_suite.md`` are rewritten

@@ -262,7 +262,10 @@ def test_torch_to_jax_routes_tensors_by_device(monkeypatch, rng, device, jax_gpu
     import bridges.dlpack as dl
 
     monkeypatch.setattr(dl, "_jax_has_gpu", lambda: jax_gpu)
-    base = torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32)).contiguous()
+    # torch's own allocation (64-byte aligned, as XLA's CPU client needs to adopt a buffer;
+    # a numpy buffer need not be)
+    base = torch.from_numpy(rng.standard_normal((64, 33)).astype(np.float32)).clone()
+    assert base.data_ptr() % 64 == 0
     tensor, cls = _elsewhere(base, device)
     assert tensor.device.type == device
     out = dl.torch_to_jax(tensor)
