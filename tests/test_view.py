@@ -421,16 +421,33 @@ def test_startup_directions_are_pca_of_w(adapter, tmp_path, monkeypatch):
         V.render_snippet({"units": "latent", "directions": zpath, "seed": 0}, plain)
 
 
-def test_build_viewer_prefers_the_demo_directions(files, tmp_path):
+def test_build_viewer_takes_the_demo_directions_of_its_generator(tmp_path, rng):
     demo = tmp_path / "demo_out" / "directions"
     demo.mkdir(parents=True)
-    for p in files:
-        (demo / os.path.basename(p)).write_bytes(open(p, "rb").read())
-    v = V.build_viewer(demo_dir=demo, cache_dir=tmp_path / "cache")
-    assert [os.path.basename(s.path) for s in v.sets] == sorted(os.path.basename(p) for p in files)
+
+    def save(name, generator):
+        return save_directions(demo / name, rng.standard_normal((2, 64)), method="pca", space="w",
+                               generator=generator)
+
+    save("b.npz", f"{GEN} (digits GAN)")                 # the demo's string
+    save("a.npz", {"spec": GEN, "z_dim": 64})            # discover's dict
+    save("c.npz", {"spec": "other.module:load"})
+    save("d.npz", "a generator named by no spec")
+    v = V.build_viewer(demo_dir=demo, cache_dir=tmp_path / "cache")   # two specs: the default's
+    assert v.generator_spec == GEN and [os.path.basename(s.path) for s in v.sets] == ["a.npz", "b.npz"]
     assert not (tmp_path / "cache").exists()
-    v = V.build_viewer(directions=[files[1]], demo_dir=demo)
-    assert [s.path for s in v.sets] == [os.path.abspath(files[1])]
+    # a demo made with another generator: view serves that generator with its directions
+    gen_py = tmp_path / "gen.py"
+    gen_py.write_text("from bridges.builtin import load_builtin_generator as load\n")
+    other = tmp_path / "other" / "directions"
+    other.mkdir(parents=True)
+    save_directions(other / "e.npz", rng.standard_normal((3, 64)), method="ica", space="w",
+                    generator={"spec": f"{gen_py}:load"})
+    v = V.build_viewer(demo_dir=other, cache_dir=tmp_path / "cache")
+    assert v.generator_spec == f"{gen_py}:load" and len(v.sets) == 1
+    # files on the command line win over the demo's
+    v = V.build_viewer(directions=[str(demo / "c.npz")], demo_dir=other)
+    assert [os.path.basename(s.path) for s in v.sets] == ["c.npz"] and v.generator_spec == GEN
 
 
 def test_cli_view_refuses_bad_arguments(tmp_path, capsys):

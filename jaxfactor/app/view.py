@@ -93,6 +93,8 @@ class DirectionSet:
       directions: ``(k, d)`` float32 latent directions.
       scales: ``(k,)`` float32 latent length of a one-standard-deviation step.
       space: ``'z'``, ``'w'`` or ``'w+'``; method, layer: from the metadata.
+      generator: the ``MODULE:FACTORY`` spec of the generator they were found
+        for (the metadata's ``generator.spec``, or a string's first word), or ``None``.
     """
 
     label: str
@@ -102,6 +104,7 @@ class DirectionSet:
     space: str
     method: str | None
     layer: str | None
+    generator: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DirectionSet":
@@ -118,7 +121,19 @@ class DirectionSet:
             label += f" (from {layer})"
         label += f": {Path(path).name}"
         return cls(label, os.path.abspath(os.fspath(path)), np.asarray(d.directions, np.float32),
-                   np.asarray(d.scales, np.float32), space, method, layer)
+                   np.asarray(d.scales, np.float32), space, method, layer,
+                   _generator_spec(meta.get("generator")))
+
+
+def _generator_spec(described) -> str | None:
+    """The generator spec a directions file records: ``discover`` writes a dict
+    with ``spec``, the demo a string ``"MODULE:FACTORY (what it is)"``."""
+    if isinstance(described, dict):
+        described = described.get("spec")
+    if isinstance(described, str) and described.split():
+        word = described.split()[0]
+        return word if ":" in word else None
+    return None
 
 
 def startup_directions(adapter, generator_spec: str, cache_dir: str | os.PathLike) -> str:
@@ -666,10 +681,11 @@ def build_viewer(generator: str | None = None, directions: list[str] | None = No
     """The :class:`Viewer` ``jaxfactor view`` serves.
 
     Args:
-      generator: a ``--generator`` spec (default :data:`DEFAULT_GENERATOR`).
-      directions: directions files; default: the demo's (``demo_dir``, when it
-        holds any) for the default generator, else :func:`startup_directions`
-        (kept in ``cache_dir``, default ``$XDG_CACHE_HOME/jaxfactor/view``).
+      generator: a ``--generator`` spec (default: the generator of the demo's
+        directions when ``demo_dir`` holds some, else :data:`DEFAULT_GENERATOR`).
+      directions: directions files; default: the demo's files made for the
+        served generator, else :func:`startup_directions` (kept in
+        ``cache_dir``, default ``$XDG_CACHE_HOME/jaxfactor/view``).
       device: ``'cpu'`` or ``'cuda'``.
       sliders, alpha_range: see :class:`Viewer`.
       log: called with one line per start-up step.
@@ -678,9 +694,12 @@ def build_viewer(generator: str | None = None, directions: list[str] | None = No
 
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    spec = generator or DEFAULT_GENERATOR
-    paths = list(directions or [])
-    sets = [DirectionSet.load(p) for p in paths]  # the cheap checks before the generator loads
+    sets = [DirectionSet.load(p) for p in directions or []]  # cheap checks before the generator loads
+    demo: list[DirectionSet] = []
+    if not sets and demo_dir is not None and os.path.isdir(demo_dir):
+        demo = [DirectionSet.load(p) for p in sorted(Path(demo_dir).glob("*.npz"))]
+    demo_specs = sorted({s.generator for s in demo if s.generator is not None})
+    spec = generator or (demo_specs[0] if len(demo_specs) == 1 else DEFAULT_GENERATOR)
     if device == "cuda":
         import torch
 
@@ -688,11 +707,11 @@ def build_viewer(generator: str | None = None, directions: list[str] | None = No
             raise ValueError("--device cuda: torch sees no CUDA device")
     adapter = load_generator(spec)
     adapter.module.to(device)
-    if not sets and spec == DEFAULT_GENERATOR and demo_dir is not None and os.path.isdir(demo_dir):
-        found = sorted(str(p) for p in Path(demo_dir).glob("*.npz"))
-        sets = [DirectionSet.load(p) for p in found]
-        if sets:
-            log(f"directions: the demo's {len(sets)} files in {demo_dir}")
+    if demo:
+        sets = [s for s in demo if s.generator == spec]
+        others = len(demo) - len(sets)
+        log(f"directions: the demo's {len(sets)} files in {demo_dir}"
+            + (f" ({others} made for another generator or none named, left out)" if others else ""))
     if not sets:
         t0 = time.perf_counter()
         path = startup_directions(adapter, spec, cache_dir or _cache_dir())
