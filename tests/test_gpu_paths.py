@@ -274,6 +274,27 @@ def test_torch_to_jax_routes_tensors_by_device(monkeypatch, rng, device, jax_gpu
     assert dl.shares_memory(base, out) == (not through_host)
 
 
+class _OnCuda(_Elsewhere):
+    """A tensor whose DLPack export says CUDA too, as a real CUDA tensor's does (and whose
+    type claims torch's module, as ``torch.Tensor``'s does)."""
+
+    __module__ = "torch"
+
+    def __dlpack_device__(self):
+        return (2, 0)           # kDLCUDA, device 0
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "jaxfactor._validation.to_jax hands torch tensors straight to DLPack: with a CPU-only "
+    "JAX a CUDA tensor fails ('Unknown backend cuda'), where bridges.dlpack.torch_to_jax "
+    "copies it through the host (issue 21 finding)"))
+def test_estimators_take_a_cuda_tensor_when_jax_has_only_a_cpu(rng):
+    x = torch.from_numpy(rng.standard_normal((200, 12)).astype(np.float32)).clone()
+    want = PCA(3).fit(x.numpy())
+    got = PCA(3).fit(x.as_subclass(_OnCuda))
+    np.testing.assert_allclose(got.components_, want.components_)
+
+
 def test_jax_gpu_detection(monkeypatch):
     import bridges.dlpack as dl
 
