@@ -43,6 +43,8 @@ class Plan(NamedTuple):
         ``'newton-schulz'``), else ``None``.
       reduced_rank: SCA's reduced rank (``None``: iterate on ``X``).
       platform: the JAX platform the fit ran on (``'cpu'``, ``'gpu'``, ...).
+      algorithm: FastICA's solver (``'parallel'``, ``'deflation'``, ``'picard'``),
+        else ``None``.
     """
 
     solver: str | None
@@ -52,6 +54,7 @@ class Plan(NamedTuple):
     decorrelation: str | None = None
     reduced_rank: int | None = None
     platform: str = "cpu"
+    algorithm: str | None = None
 
 
 def platform_of(mesh=None) -> str:
@@ -127,6 +130,37 @@ def adaptive_width(n_components: int, n_samples: int, n_features: int,
     1e-2``), capped at ``min(n, p)``."""
     over = max(10, n_components // 2) if n_oversamples is None else n_oversamples
     return min(n_components + over, n_samples, n_features)
+
+
+TRANSPOSE_MAX_BYTES = 2 ** 32
+"""Largest in-memory ``X`` (4 GiB) beside which :func:`keep_transpose` keeps a
+transposed copy."""
+
+
+def keep_transpose(n_samples: int, n_features: int, itemsize: int, platform: str,
+                   precision: str = "float32") -> bool:
+    """Whether the in-memory randomized SVD keeps a row-major ``(p, n)`` copy of
+    ``X`` for its products ``X^T Y`` (twice ``X``'s memory for the fit).
+
+    On CPU, XLA runs ``X^T Y`` with ``X`` row-major at about half the rate of
+    ``X Z`` (measured here: 37-68 against 135-150 GFLOP/s at ``n = 6000, p = 8192``,
+    256 columns, where the same product from the transposed copy ran at 82-134);
+    a copy costs one transpose, less than one product. GPUs' GEMMs read either
+    operand transposed at full rate, so no copy there; nor for ``'tf32'`` /
+    ``'bf16'`` operands, whose fits keep a converted copy of their own.
+
+    Args:
+      n_samples, n_features: ``n`` and ``p``; itemsize: bytes per entry.
+      platform: the JAX platform (``'cpu'``, ``'gpu'``, ``'tpu'``).
+      precision: the products' operand precision.
+
+    Examples:
+      >>> from jaxfactor._policy import keep_transpose
+      >>> keep_transpose(10_000, 16_384, 4, "cpu"), keep_transpose(10_000, 16_384, 4, "gpu")
+      (True, False)
+    """
+    return (platform == "cpu" and precision == "float32"
+            and n_samples * n_features * itemsize <= TRANSPOSE_MAX_BYTES)
 
 
 def materialize_stream(method: str, n_features: int) -> bool:
@@ -225,6 +259,30 @@ def choose_decorrelation(decorrelation: str, platform: str) -> str:
     if decorrelation != "auto":
         return decorrelation
     return "eigh" if platform == "cpu" else "newton-schulz"
+
+
+ICA_ALGORITHMS = ("auto", "parallel", "deflation", "picard")
+PICARD_MAX_COMPONENTS_FRACTION = 0.02
+"""``algorithm='auto'`` runs Picard-O when ``k > 0.02 n`` (``N / k < 50``); measured in
+``benchmarks/results/bench_ica.md``."""
+
+
+def choose_ica_algorithm(algorithm: str, n_samples: int, n_components: int) -> str:
+    """Resolve FastICA's ``algorithm='auto'`` (one of :data:`ICA_ALGORITHMS`).
+
+    The parallel fixed point where it converges fast (few components for the
+    rows: ``k <= 0.02 n``); Picard-O (:func:`jaxfactor.picard.picard_o`, a
+    descent method with a line search) where the fixed point's Newton step,
+    divided by a curvature that sampling noise swamps, cycles instead.
+    Anything but ``'auto'`` is returned as is.
+
+    Args:
+      algorithm: the user's choice.
+      n_samples, n_components: ``n`` and ``k``.
+    """
+    if algorithm != "auto":
+        return algorithm
+    return "picard" if n_components > PICARD_MAX_COMPONENTS_FRACTION * n_samples else "parallel"
 
 
 def whitening_rank_floor(dtype, n_samples: int, n_features: int, solver: str) -> float:

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 
 from . import accumulate
 from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_MIN_ITER, ADAPTIVE_TOL, RangeParams,
-                      adaptive_width, range_params)
+                      adaptive_width, keep_transpose, platform_of, range_params)
 from ._linalg import orthonormalize, svd_flip
 from .sharding import replicated
 from .sources import RowSource
@@ -143,8 +143,29 @@ def _rayleigh_ritz(data, fold_mean, basis, k, compute_u, precision, dtype):
     return u, s, vt
 
 
+def _rmatmul(data, xt, fold_mean, y, precision):
+    """``X_c^T Y``, from the row-major transposed copy ``xt`` (``(p, n)``) when there is one:
+    see :func:`jaxfactor._policy.keep_transpose`."""
+    if xt is None:
+        return accumulate.centred_rmatmul(data, fold_mean, y, precision)
+    z = accumulate.matmul(xt, y, precision)
+    if fold_mean is not None:
+        z = z - jnp.outer(fold_mean, jnp.sum(y, axis=0))
+    return z
+
+
+def _transposed_copy(x, precision):
+    """The ``(p, n)`` row-major copy of ``x`` that :func:`_rmatmul` reads, or ``None``
+    where the policy keeps none (made outside the jitted solvers, where XLA would fold
+    the transpose back into the product)."""
+    n, p = x.shape
+    if not keep_transpose(n, p, jnp.dtype(x.dtype).itemsize, platform_of(), precision):
+        return None
+    return jnp.transpose(jnp.asarray(x))
+
+
 @partial(jax.jit, static_argnames=("n_components", "params", "center", "compute_u", "precision"))
-def _randomized_svd(x, key, n_components, params, center, compute_u, precision="float32"):
+def _randomized_svd(x, key, n_components, params, center, compute_u, precision="float32", xt=None):
     n, p = x.shape
     mean = jnp.mean(x, axis=0) if center else jnp.zeros((p,), x.dtype)
     fold_mean = mean if center else None
@@ -156,7 +177,7 @@ def _randomized_svd(x, key, n_components, params, center, compute_u, precision="
 
     def apply_normal(z):
         y = accumulate.centred_matmul(data, fold_mean, z, precision).astype(x.dtype)
-        return accumulate.centred_rmatmul(data, fold_mean, y, precision).astype(x.dtype)
+        return _rmatmul(data, xt, fold_mean, y, precision).astype(x.dtype)
 
     omega = jax.random.normal(key, (p, params.block_size), x.dtype)
     basis = range_basis(apply_normal, omega, params)
@@ -225,12 +246,11 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         max_iter = ADAPTIVE_MAX_ITER if max_iter is None else max_iter
         return _adaptive_svd(x, key, ADAPTIVE_TOL if tol is None else tol, max_iter,
                              n_components, width, center, compute_u, precision,
-                             min(ADAPTIVE_MIN_ITER, max_iter))
+                             min(ADAPTIVE_MIN_ITER, max_iter), _transposed_copy(x, precision))
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
-    if precision == "float32":  # the call (and so the compiled program) of before
-        return _randomized_svd(x, key, n_components, params, center, compute_u)
-    return _randomized_svd(x, key, n_components, params, center, compute_u, precision)
+    return _randomized_svd(x, key, n_components, params, center, compute_u, precision,
+                           _transposed_copy(x, precision))
 
 
 class AdaptiveSVDResult(NamedTuple):
@@ -265,7 +285,7 @@ def _shortfall_estimate(change, previous_change):
 
 @partial(jax.jit, static_argnames=("n_components", "width", "center", "compute_u", "precision"))
 def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
-                  precision="float32", min_iter=3):
+                  precision="float32", min_iter=3, xt=None):
     n, p = x.shape
     k = n_components
     dtype = x.dtype
@@ -274,7 +294,7 @@ def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
 
     def apply_normal(z):
         y = accumulate.centred_matmul(x, fold_mean, z, precision).astype(dtype)
-        return accumulate.centred_rmatmul(x, fold_mean, y, precision).astype(dtype)
+        return _rmatmul(x, xt, fold_mean, y, precision).astype(dtype)
 
     def ritz_sum(q, bq):
         # Ritz values of A = X_c^T X_c on span(q): eigenvalues of q^T A q (Rayleigh-Ritz)

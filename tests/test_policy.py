@@ -128,3 +128,15 @@ def test_whitening_rank_floor_scales_with_the_solver_and_dtype():
     assert whitening_rank_floor(np.float32, 100, 400, "eigh") == 2 * np.sqrt(eps * 100)
     assert whitening_rank_floor(np.float32, 100, 400, "svd") == eps * 400 * 10
     assert whitening_rank_floor(np.float64, 100, 400, "svd") < whitening_rank_floor(np.float32, 100, 400, "svd")
+
+
+def test_transposed_copy_only_on_cpu_float32_and_within_its_memory_bound():
+    bound = policy.TRANSPOSE_MAX_BYTES
+    assert policy.keep_transpose(10_000, 16_384, 4, "cpu")
+    assert policy.keep_transpose(bound // 4, 1, 4, "cpu")
+    assert not policy.keep_transpose(bound // 4 + 1, 1, 4, "cpu")
+    assert policy.keep_transpose(bound // 16, 2, 8, "cpu") and not policy.keep_transpose(bound // 8, 2, 8, "cpu")
+    for platform in ("gpu", "tpu"):
+        assert not policy.keep_transpose(10_000, 16_384, 4, platform)
+    for precision in ("tf32", "bf16"):
+        assert not policy.keep_transpose(10_000, 16_384, 4, "cpu", precision)

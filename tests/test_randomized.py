@@ -111,8 +111,17 @@ def test_uncentred_svd_with_u(rng, method):
     np.testing.assert_array_equal(np.asarray(r.mean), 0)
 
 
-def test_centering_is_implicit_and_exact(rng):
+@pytest.mark.parametrize("transposed", [True, False], ids=["transposed-copy", "row-major-only"])
+def test_centering_is_implicit_and_exact(rng, monkeypatch, transposed):
+    # both layouts of the products X^T Y: from a transposed copy of X (the CPU default)
+    # and from X itself (accelerators, or past the copy's memory bound)
+    import jaxfactor.randomized as randomized_module
+
+    assert randomized_module.keep_transpose(300, 100, 4, "cpu")
+    if not transposed:
+        monkeypatch.setattr(randomized_module, "keep_transpose", lambda *a, **k: False)
     x = low_rank_data(rng, 300, 100, 10, offset=50.0)
+    assert (randomized_module._transposed_copy(jnp.asarray(x), "float32") is not None) == transposed
     xc = x.astype(np.float64) - x.astype(np.float64).mean(0)
     k = 6
     l = range_params(k, *x.shape).basis_size
