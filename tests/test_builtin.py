@@ -420,3 +420,143 @@ def test_classifier_loader_errors(tmp_path):
         load_builtin_classifier(bad)
     with pytest.raises(ValueError, match="8 x 8"):
         classifier_input(np.zeros((2, 1, 16, 16)))
+
+
+# ---------------------------------------------------------------- the testbed GAN
+
+def _testbed_fan_ins(g, upto=None):
+    """The testbed generator's longest path for :func:`network_error`: mapping as
+    above; the init layer's matrix product (w_dim terms), BN, GLU; then per
+    modulated conv the style affine, scaling, convolution, demodulation and bias,
+    with a 4-term bilinear upsampling before the 3 x 3 ones; tanh."""
+    mapping = [g.z_dim, 1] + [g.w_dim + 1] * (len(g.mapping.net) // 2)
+    init = mapping + [g.w_dim, 1, 1]
+    if upto == "init":
+        return init
+    s = g.synthesis
+    stages = init + [g.w_dim + 1, 1, s.reduce.in_channels, 1, 1]
+    for block in (s.conv8, s.conv16, s.conv32):
+        stages += [4, g.w_dim + 1, 1, block.in_channels * 9, 1, 1]
+    return stages + [g.w_dim + 1, 1, s.to_rgb.in_channels, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def testbed_generator():
+    from bridges.builtin import load_testbed_generator
+
+    return load_testbed_generator()
+
+
+def test_testbed_weights_are_float16_npz_without_pickle(testbed_generator):
+    from bridges.builtin.testbed_gan import TESTBED_FORMAT, default_testbed_path
+
+    path = default_testbed_path()
+    with np.load(path, allow_pickle=False) as data:                 # must not need pickle
+        meta = json.loads(str(data["__meta__"]))
+        dtypes = {data[k].dtype for k in data.files if k != "__meta__"}
+    assert meta["format"] == TESTBED_FORMAT
+    assert dtypes <= {np.dtype(np.float16), np.dtype(np.int64)}
+    assert path.stat().st_size < 8 * 2**20
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert {"seed", "steps", "train_seconds", "torch", "date", "command"} <= set(provenance)
+    assert path.with_name("testbed_gan_samples.png").is_file()
+    g = testbed_generator
+    assert not g.training
+    assert (g.z_dim, g.w_dim, g.num_ws, g.img_resolution, g.img_channels) == (64, 64, 6, 32, 3)
+
+
+def test_testbed_init_layer_has_the_conv1_dimension(testbed_generator, rng):
+    """The hooked ``synthesis.init`` output is 1024 x 4 x 4 = 16384 features, and the
+    init block's matrix product is FastGAN's ConvTranspose2d + BN + GLU."""
+    from bridges.activations import capture
+    from bridges.builtin.model import InitBlock
+    from bridges.generators import as_adapter
+
+    g = testbed_generator
+    z = torch.from_numpy(rng.standard_normal((4, g.z_dim)).astype(np.float32))
+    feats = capture(as_adapter(g), "synthesis.init", z)
+    assert tuple(feats.shape) == (4, 16384)
+    reference = InitBlock(g.w_dim, 1024).eval()
+    reference.load_state_dict(g.synthesis.init.state_dict())
+    with torch.no_grad():
+        w = g.mapping(z)
+        _close(g.synthesis.init(w).flatten(1), reference(w).flatten(1), _testbed_fan_ins(g, "init"))
+        _close(feats.reshape(4, -1), reference(w).flatten(1), _testbed_fan_ins(g, "init"))
+
+
+def test_testbed_w_plus_and_batch_independence(testbed_generator, rng):
+    g = testbed_generator
+    z = torch.from_numpy(rng.standard_normal((6, g.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        x = g(z)
+        assert x.shape == (6, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+        w = g.mapping(z)
+        ws = w[:, None].repeat(1, g.num_ws, 1)
+        _close(g.synthesis(ws), x, _testbed_fan_ins(g))
+        _close(g(z[:1]), x[:1], _testbed_fan_ins(g))                 # eval-mode BatchNorm
+        ws2 = ws.clone()
+        ws2[:, 5] += 1.0                                            # to_rgb's style only
+        assert (g.synthesis(ws2) - x).abs().max() > 2 * network_error(_testbed_fan_ins(g))
+    with pytest.raises(ValueError, match="ws must have shape"):
+        g.synthesis(w)
+
+
+def test_testbed_samples_look_like_the_testbed(testbed_generator, rng):
+    """Measured from the pixels, the samples' factors spread over the testbed's
+    ranges: the GAN draws coloured shapes on grey backgrounds, moved, sized and
+    coloured as the data are (its shapes are mostly ellipse-like blobs: the shape
+    class and rotation are not asserted)."""
+    from bridges.builtin import testbed
+
+    g = testbed_generator
+    z = torch.from_numpy(rng.standard_normal((300, g.z_dim)).astype(np.float32))
+    with torch.no_grad():
+        f = testbed.measure(g(z), value_range=(-1, 1), layout="NCHW").values
+    real = testbed.measure(testbed.render(testbed.sample_factors(300, 1))).values
+    for j in (1, 2, 3, 6):       # x, y, size, background: the bulk of the real spread
+        assert np.std(f[:, j]) > 0.4 * np.std(real[:, j]), testbed.FACTOR_NAMES[j]
+
+
+def test_testbed_save_load_round_trip_and_errors(tmp_path):
+    from bridges.builtin.testbed_gan import (
+        TestbedGenerator,
+        load_testbed_generator,
+        save_testbed_generator,
+    )
+
+    torch.manual_seed(0)
+    g = TestbedGenerator()
+    save_testbed_generator(g, tmp_path / "g.npz", note="test")
+    loaded = load_testbed_generator(tmp_path / "g.npz")
+    for (k, a), (_, b) in zip(g.state_dict().items(), loaded.state_dict().items()):
+        if a.dtype.is_floating_point:   # float16 storage: within half a float16 ulp
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0, msg=k)
+        else:
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=k)
+    with pytest.raises(WeightsError, match="not found"):
+        load_testbed_generator(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_testbed_generator(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", __meta__=np.array(json.dumps({"format": "x"})))
+    with pytest.raises(WeightsError, match="not a testbed"):
+        load_testbed_generator(tmp_path / "other.npz")
+    with np.load(tmp_path / "g.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "synthesis.init.conv.weight"}
+    np.savez(tmp_path / "short.npz", **arrays)
+    with pytest.raises(WeightsError, match="do not match"):
+        load_testbed_generator(tmp_path / "short.npz")
+
+
+def test_testbed_training_script_smoke(tmp_path):
+    from bridges.builtin.testbed_gan import load_testbed_generator
+    from bridges.builtin.train_testbed import main
+
+    assert main(["--steps", "2", "--images", "64", "--batch-size", "8", "--feature-epochs", "0",
+                 "--bn-batches", "1", "--out", str(tmp_path)]) == 0
+    g = load_testbed_generator(tmp_path / "testbed_gan.npz")
+    assert g.num_ws == 6
+    prov = json.loads((tmp_path / "testbed_gan.json").read_text())
+    assert prov["steps"] == 2 and prov["train_seconds"] > 0
+    assert (tmp_path / "testbed_gan_samples.png").stat().st_size > 0
+    assert main(["--steps", "-1", "--out", str(tmp_path)]) == 2

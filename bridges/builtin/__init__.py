@@ -1,4 +1,13 @@
-"""The built-in demo generator: a small StyleGAN-like GAN on scikit-learn's 8 x 8 digits.
+"""The built-in demo generators: the testbed GAN (32 x 32 RGB shapes with known
+factors) and a small StyleGAN-like GAN on scikit-learn's 8 x 8 digits.
+
+``load_testbed_generator()`` (:mod:`.testbed_gan`) draws images of the
+testbed family (:mod:`.testbed`), whose factors ``testbed.measure`` computes
+from the pixels; its init layer ``synthesis.init`` has the real FastGAN conv1
+dimension, 1024 x 4 x 4 = 16384 features; ``python -m
+bridges.builtin.train_testbed`` reproduces its weights.
+
+The digits generator:
 
 Runs the whole pipeline offline: ``load_builtin_generator()`` gives a
 ``Generator`` with a mapping network (W space, ``w_dim = 64``), a synthesis
@@ -21,6 +30,10 @@ from .attributes import (
     load_builtin_classifier,
     to_probabilities,
 )
+from .testbed_gan import (
+    load_testbed_features,
+    load_testbed_generator,
+)
 from .model import (
     Generator,
     WeightsError,
@@ -29,6 +42,8 @@ from .model import (
 )
 
 __all__ = [
+    "load_testbed_generator",
+    "load_testbed_features",
     "Generator",
     "WeightsError",
     "default_weights_path",

@@ -71,9 +71,17 @@ class ProgressSource:
 # --------------------------------------------------------------- generators
 
 
+#: Short names of the shipped generators, accepted wherever a generator spec is.
+BUILTIN_GENERATORS = {
+    "builtin:testbed": "bridges.builtin:load_testbed_generator",
+    "builtin:digits": "bridges.builtin:load_builtin_generator",
+}
+
+
 def load_generator(spec: str, **kwargs):
     """Call a user factory named ``"package.module:function"`` or
-    ``"path/to/file.py:function"``.
+    ``"path/to/file.py:function"``, or a shipped generator by its short name
+    (:data:`BUILTIN_GENERATORS`: ``"builtin:testbed"``, ``"builtin:digits"``).
 
     The factory returns an ``nn.Module``, a ``bridges`` latent adapter, or a
     ``(module, adapter)`` pair; the adapter is returned (built with
@@ -85,6 +93,7 @@ def load_generator(spec: str, **kwargs):
     """
     from bridges.generators import LatentAdapter, as_adapter
 
+    spec = BUILTIN_GENERATORS.get(spec, spec)
     if ":" not in spec:
         raise PipelineError(f"--generator must look like 'package.module:factory' or 'file.py:factory', got {spec!r}")
     mod_name, func_name = spec.rsplit(":", 1)
