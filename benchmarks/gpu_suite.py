@@ -45,7 +45,9 @@ singular values by more than the rounding of the operands), planted ICA sources
 variance recomputed from the data, a float64 PCA of the streamed rows, and the
 Frechet distance from NumPy/SciPy. Times: the first call (compilation included),
 JAX's own compile events, and the steady state (fastest of the repeats); the
-model flops and bytes of each run over the steady time, beside the measured peaks.
+model flops and bytes of each run over the steady time, beside the measured peaks;
+the memory share is JAX's peak so far in the worker plus torch's peak in the run, over
+the device's memory (JAX allocates on demand: ``XLA_PYTHON_CLIENT_PREALLOCATE=false``).
 
 Budget on an H200 (model flops at ~50 TFLOP/s float32, ~400 tf32, ~790 bf16; bytes at
 4.3 TB/s): the largest run, the adaptive float32 PCA at N = 10^5 (width 750, ~30 passes),
@@ -705,7 +707,7 @@ class Worker:
         del x
 
     def case_stream_builtin(self, result):
-        jax, np, torch = self.jax, self.np, self.torch
+        np = self.np
         cfg = self.sizes["stream_builtin"]
         n, b, k = cfg["n"], cfg["block_rows"], cfg["k"]
         from bridges.activations import ActivationStream
@@ -767,7 +769,7 @@ class Worker:
                         check=bool(np.isfinite(shortfall) and shortfall <= SHORTFALL_TARGET))
 
         self.run(rows, "streaming PCA over the stream", fit, impl="jaxfactor", precision="float32")
-        del generator, stream, torch
+        del generator, stream
 
     def case_frechet_d2048(self, result):
         jax, jnp, np = self.jax, self.jax.numpy, self.np
