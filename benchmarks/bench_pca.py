@@ -1,8 +1,14 @@
 """jaxfactor PCA vs scikit-learn PCA, side by side on the same GAN-like data.
 
-Cases (issue 2):
-  a. N = 10000, p = 16384, k = 500  -- FastGAN conv1 features
+Cases:
+  a. N = 10000, p = 16384, k = 500  -- FastGAN conv1 features (GAN-like power-law spectrum)
   b. N = 100000, p = 512, k = 100   -- StyleGAN2 W space
+  c. N = 10000, p = 16384, k = 100  -- FastGAN's init block with random weights: a flat
+     spectrum (benchmarks.datasets.fastgan_init_features), the accuracy-controlled
+     solver at its default tolerance and at two tighter ones
+
+``jaxfactor_adaptive_tol=T`` runs the accuracy-controlled solver with ``tol=T``;
+``n_passes`` is the number of passes over X each method made.
 
 Each method runs in its own process (fresh peak-memory count) on data generated
 from the same seed. jaxfactor methods run twice: the first call includes JIT
@@ -29,38 +35,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (machine_info, markdown_table, peak_rss_mb,  # noqa: E402
                                 run_worker, write_results)
-from benchmarks.datasets import gan_like  # noqa: E402
+from benchmarks.datasets import fastgan_init_features, gan_like  # noqa: E402
 
 CASES = {
     "a_fastgan_conv1": dict(n=10000, p=16384, k=500),
     "b_stylegan_w": dict(n=100000, p=512, k=100),
+    "c_fastgan_init_random": dict(n=10000, p=16384, k=100),
 }
 QUICK = {
     "a_fastgan_conv1": dict(n=2000, p=4096, k=100),
     "b_stylegan_w": dict(n=20000, p=512, k=100),
+    "c_fastgan_init_random": dict(n=2000, p=4096, k=50),
 }
 METHODS = {
     "a_fastgan_conv1": ["jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
                         "sklearn_randomized", "sklearn_full"],
     "b_stylegan_w": ["jaxfactor_full", "jaxfactor_adaptive", "jaxfactor_krylov", "sklearn_randomized",
                      "sklearn_covariance_eigh", "sklearn_full"],
+    "c_fastgan_init_random": ["jaxfactor_adaptive", "jaxfactor_adaptive_tol=1e-2", "jaxfactor_adaptive_tol=1e-3",
+                              "jaxfactor_krylov", "sklearn_randomized", "sklearn_full"],
 }
 
 
-def make_data(n, p, seed=0):
+def make_data(case, n, p, seed=0):
+    if case.startswith("c_"):
+        return fastgan_init_features(n, channels=p // 16, seed=seed)
     return gan_like(n, p, rank=min(p, 2000), seed=seed)
 
 
 def fit_once(method, x, k):
-    """Fit once; returns (components, explained_variance, flops or None)."""
+    """Fit once; returns (components, explained_variance, flops or None, passes or None)."""
     if method.startswith("jaxfactor"):
         import jaxfactor
+        from jaxfactor._policy import ADAPTIVE_TOL
         from jaxfactor.randomized import range_params
 
+        method, _, tol = method.partition("_tol=")
         solver = {"jaxfactor_full": "full", "jaxfactor_streaming": "streaming"}.get(method, "randomized")
         kind = {"jaxfactor_subspace": "subspace", "jaxfactor_adaptive": "adaptive"}.get(method, "krylov")
-        pca = jaxfactor.PCA(k, solver=solver, method=kind, random_state=0, block_rows=2048)
+        pca = jaxfactor.PCA(k, solver=solver, method=kind, random_state=0, block_rows=2048,
+                            tol=float(tol) if tol else ADAPTIVE_TOL)
         pca.fit(x)
+        passes = getattr(pca, "n_passes_", None)
         n, p = x.shape
         if solver == "full":
             flops = 2.0 * n * p * p
@@ -72,7 +88,7 @@ def fit_once(method, x, k):
             rp = range_params(k, n, p, method=kind)
             width = 2 * rp.n_iter * rp.block_size + rp.basis_size
             flops = 2.0 * n * p * width
-        return pca.components_, pca.explained_variance_, flops
+        return pca.components_, pca.explained_variance_, flops, passes
     from sklearn.decomposition import PCA
 
     solver = method.replace("sklearn_", "")
@@ -82,7 +98,8 @@ def fit_once(method, x, k):
     if solver == "randomized":
         q = 7 if k < 0.1 * min(n, p) else 4
         flops = 2.0 * n * p * (k + 10) * (2 * q + 2)
-    return pca.components_, pca.explained_variance_, flops
+        return pca.components_, pca.explained_variance_, flops, 2 * q + 2
+    return pca.components_, pca.explained_variance_, flops, None
 
 
 def worker(method, case, quick, out_file):
@@ -93,7 +110,7 @@ def worker(method, case, quick, out_file):
     repeats = 2 if method.startswith("jaxfactor") else 1
     for _ in range(repeats):
         t0 = time.perf_counter()
-        comps, ev, flops = fit_once(method, x, dims["k"])
+        comps, ev, flops, passes = fit_once(method, x, dims["k"])
         runs.append(time.perf_counter() - t0)
     np.savez(out_file, components=np.asarray(comps, np.float32), explained_variance=np.asarray(ev))
     steady = runs[-1]
@@ -102,6 +119,7 @@ def worker(method, case, quick, out_file):
               "compile_seconds": max(runs[0] - runs[-1], 0.0) if repeats > 1 else 0.0,
               "peak_rss_mb": peak_rss_mb(), "rss_with_data_mb": base,
               "extra_peak_mb": peak_rss_mb() - base,
+              "n_passes": None if passes is None else int(passes),
               "flops": flops, "gflops_per_s": (flops / steady / 1e9) if flops else None}
     print(json.dumps(result))
 
@@ -184,7 +202,7 @@ def main():
         for case in args.cases:
             dims = (QUICK if args.quick else CASES)[case]
             print(f"== {case} {dims}", flush=True)
-            x = make_data(dims["n"], dims["p"])
+            x = make_data(case, dims["n"], dims["p"])
             ref_comps, ref_ev = exact_reference(x, dims["k"])
             data_file = str(Path(tmp) / f"{case}.npz")
             np.save(data_file + ".data.npy", x)
@@ -209,7 +227,7 @@ def main():
                 r["fraction_of_jax_matmul_rate"] = r["gflops_per_s"] / info["matmul"]["jax_gflops"]
     payload = {"benchmark": "pca", "quick": args.quick, "machine": info, "results": rows}
     cols = [("case", "case"), ("method", "method"), ("seconds", "steady s"), ("compile_seconds", "compile s"),
-            ("speedup_vs_sklearn_randomized", "x vs sklearn rand."), ("captured_variance_ratio", "captured var / exact"),
+            ("n_passes", "passes"), ("speedup_vs_sklearn_randomized", "x vs sklearn rand."), ("captured_variance_ratio", "captured var / exact"),
             ("max_angle_top_half_deg", "max angle top k/2 (deg)"), ("max_angle_deg", "max angle all k (deg)"),
             ("ev_max_rel_err", "max rel. err EV"), ("gflops_per_s", "GFLOP/s"),
             ("fraction_of_jax_matmul_rate", "of matmul rate"), ("extra_peak_mb", "extra peak MiB")]
