@@ -1,7 +1,7 @@
 """The GPU suite: every GPU-specific path of jaxfactor, timed and checked, in one command.
 
     PYTHONPATH=. python3 benchmarks/gpu_suite.py OUT_DIR            # on the GPU (< 6 min)
-    PYTHONPATH=. python3 benchmarks/gpu_suite.py OUT_DIR --tiny     # toy sizes on CPU (< 1 min)
+    PYTHONPATH=. python3 benchmarks/gpu_suite.py OUT_DIR --tiny     # toy sizes on CPU (~1 CPU-minute)
 
 On a lent GPU machine (one H100/H200, a 600 s limit per command) run exactly::
 
@@ -1022,7 +1022,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", nargs="?", default=None)
-    ap.add_argument("--tiny", action="store_true", help="toy sizes, on the CPU (< 1 min)")
+    ap.add_argument("--tiny", action="store_true", help="toy sizes, on the CPU (~1 CPU-minute, nearly all XLA compiling)")
     ap.add_argument("--only", default="", help="comma-separated cases (default: all)")
     ap.add_argument("--budget", type=float, default=330.0, help="seconds the whole suite may take")
     ap.add_argument("--inject-failure", default=None, metavar="CASE",
