@@ -50,8 +50,9 @@ MAX_ITER = 200
 ISSUE_SKLEARN_P16384_S = 277.0
 
 
-def planted(n, p, k, seed=0, noise=0.05, block=2048):
-    """``(X float32 (n, p), A (p, k))``: Laplace sources mixed by a Gaussian ``A``."""
+def planted(n, p, k, seed=0, noise=0.05, block=2048, n_gauss=0):
+    """``(X float32 (n, p), A (p, k))``: Laplace sources mixed by a Gaussian ``A``
+    (the last ``n_gauss`` of the ``k`` sources Gaussian instead)."""
     rng = np.random.default_rng(seed)
     a = (rng.standard_normal((p, k), dtype=np.float32) / np.sqrt(k)).astype(np.float32)
     offset = np.abs(rng.standard_normal(p, dtype=np.float32))
@@ -59,6 +60,8 @@ def planted(n, p, k, seed=0, noise=0.05, block=2048):
     for lo in range(0, n, block):
         hi = min(lo + block, n)
         s = rng.laplace(scale=1 / np.sqrt(2), size=(hi - lo, k)).astype(np.float32)
+        if n_gauss:
+            s[:, k - n_gauss:] = rng.standard_normal((hi - lo, n_gauss), dtype=np.float32)
         blk = s @ a.T
         blk += offset
         blk += noise * rng.standard_normal((hi - lo, p), dtype=np.float32)
@@ -151,6 +154,93 @@ def run_sklearn(x, k, seed, whiten_solver):
     return model, dict(wall_s=wall, n_iter=int(model.n_iter_), converged=converged)
 
 
+def run_python_picard(white, seed):
+    """python-picard (Picard-O: ``ortho=True, extended=False``, its defaults ``tol=1e-7``,
+    ``max_iter=500``, float64 NumPy) on our whitened data ``(n, k)``; its wall time and
+    iterations, the unmixing of the whitened data and whether it met its tolerance."""
+    import picard
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, w, _, n_iter = picard.picard(np.asarray(white, np.float64).T, ortho=True,
+                                        extended=False, whiten=False, random_state=seed,
+                                        return_n_iter=True)
+    wall = time.perf_counter() - t0
+    return w, dict(wall_s=wall, n_iter=int(n_iter),
+                   converged=not any("converge" in str(c.message) for c in caught))
+
+
+def laplace_found(unmixing, a, n_gauss, cos=0.95):
+    """How many of the non-Gaussian sources have a component of ``|W A|`` whose row,
+    normalised, puts more than ``cos`` on that source (``n_gauss`` Gaussian last)."""
+    p = np.abs(np.asarray(unmixing, np.float64) @ a)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    k_l = a.shape[1] - n_gauss
+    return int(np.sum(p[:, :k_l].max(axis=0) > cos))
+
+
+def solver_cases(specs, n, timer, whiten_timer, peer_max_k, sklearn_gauss):
+    """Fixed point vs Picard-O (ours) vs python-picard on the same planted data, for
+    each ``p:k:n_gauss`` in ``specs`` (``n`` rows)."""
+    from jaxfactor.metrics.amari import amari_distance
+    from jaxfactor.picard import ica_criteria
+
+    rows = []
+    for spec in specs:
+        p, k, n_gauss = (int(v) for v in spec.split(":"))
+        x, a = planted(n, p, k, seed=k + n_gauss, n_gauss=n_gauss)
+
+        def add(lib, info, unmixing, **extra):
+            row = dict(case="solvers", n=n, p=p, k=k, n_gauss=n_gauss, library=lib, **info,
+                       **extra, laplace_found=laplace_found(unmixing, a, n_gauss),
+                       amari=amari_distance(unmixing, a) if n_gauss == 0 else None,
+                       loadavg=os.getloadavg()[0])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+        model = None
+        for alg in ("parallel", "picard"):
+            model, info = run_ours(x, k, 0, timer, whiten_timer, algorithm=alg)
+            add(f"jaxfactor-{alg}", info, model.components_, change=model.change_,
+                grad_norm=model.grad_norm_, objective=model.objective_)
+        if k <= peer_max_k:
+            white = np.sqrt(n) * (x - model.mean_) @ model.whitening_.T
+            w, info = run_python_picard(white, 0)
+            crit = ica_criteria(white.astype(np.float32), w.astype(np.float32))
+            add("python-picard", info, w @ model.whitening_, change=float(crit.change),
+                grad_norm=float(crit.grad_norm), objective=float(crit.objective),
+                note="iteration only, on jaxfactor's whitened data")
+        if n_gauss and sklearn_gauss:
+            m, info = run_sklearn(x, k, 0, "svd")
+            add("sklearn-svd", info, m.components_)
+        del x
+    return rows
+
+
+def solver_markdown(rows):
+    lines = ["## Solvers: fixed point vs Picard-O vs python-picard", "",
+             "Same planted data per block (the last n_gauss sources Gaussian). jaxfactor time is "
+             "end to end (whitening included; 'rest' is the iteration and post-processing); "
+             "python-picard runs on jaxfactor's whitened data (its iteration only, float64, "
+             "tol = 1e-7 on its gradient). Criteria at the result: FastICA's fixed-point change, "
+             "the Riemannian gradient's largest entry, the objective E[sum G(y)] (logcosh).", "",
+             "| n | p | k | n_gauss | library | time (s) | whitening / rest (s) | iterations | "
+             "converged | change | gradient | objective | sources found (cos > 0.95) | Amari | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r.get("steady_s", r["wall_s"])
+        split = f"{r['whiten_wall_s']:.1f} / {r['rest_wall_s']:.1f}" if "whiten_wall_s" in r else "-"
+        fmt = lambda v, f: "-" if v is None else format(v, f)
+        lines.append(f"| {r['n']} | {r['p']} | {r['k']} | {r['n_gauss']} | {r['library']} | "
+                     f"{t:.2f} | {split} | {r['n_iter']} | {r['converged']} | "
+                     f"{fmt(r.get('change'), '.2e')} | {fmt(r.get('grad_norm'), '.2e')} | "
+                     f"{fmt(r.get('objective'), '.4f')} | {r['laplace_found']} / "
+                     f"{r['k'] - r['n_gauss']} | {fmt(r.get('amari'), '.4f')} | "
+                     f"{r['loadavg']:.1f} |")
+    return lines + [""]
+
+
 def environment():
     import jax
     import jaxlib
@@ -192,6 +282,14 @@ def main(argv=None):
                         help="p values of the k=50 scaling points (default 1024 2048 [4096])")
     parser.add_argument("--svd-max-p", type=int, default=2048,
                         help="largest scaling p at which scikit-learn's default (SVD) is timed")
+    parser.add_argument("--solvers", nargs="*", default=None, metavar="P:K:NGAUSS",
+                        help="only run the solver comparison (fixed point, Picard-O, python-picard)"
+                             " for these cases, e.g. 16384:100:0 16384:100:50")
+    parser.add_argument("--solver-n", type=int, default=N, help="rows of the solver cases")
+    parser.add_argument("--peer-max-k", type=int, default=300,
+                        help="largest k at which python-picard runs (minutes beyond)")
+    parser.add_argument("--sklearn-gauss", action="store_true",
+                        help="also run scikit-learn on the solver cases with Gaussian sources")
     parser.add_argument("--out", default=str(RESULTS / "bench_ica"))
     parser.add_argument("--merge", metavar="JSON",
                         help="keep the rows of this earlier results JSON that this run does not "
@@ -209,6 +307,23 @@ def main(argv=None):
     whiten_timer = WhitenTimer()
     env = environment()
     rows = []
+    if args.solvers is not None:
+        srows = solver_cases(args.solvers, args.solver_n, timer, whiten_timer, args.peer_max_k,
+                             args.sklearn_gauss)
+        env["loadavg_end"] = os.getloadavg()
+        path = Path(args.out)
+        old = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(
+            ".json").exists() else None
+        out = old or dict(environment=env, settings={}, rows=[], sklearn_extrapolation={})
+        redone = {(r["n"], r["p"], r["k"], r["n_gauss"]) for r in srows}
+        out["solver_rows"] = [r for r in out.get("solver_rows", [])
+                              if (r["n"], r["p"], r["k"], r["n_gauss"]) not in redone] + srows
+        out.setdefault("solver_runs", []).append(dict(
+            args=" ".join(argv if argv is not None else sys.argv[1:]), **env))
+        path.with_suffix(".json").write_text(json.dumps(out, indent=2))
+        path.with_suffix(".md").write_text(markdown(out))
+        print(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
+        return
 
     def record(case, p, k, lib, info, model, a, note=""):
         row = dict(case=case, n=N, p=p, k=k, library=lib, note=note, **info,
@@ -396,6 +511,13 @@ def markdown(out):
             lines += [f"scikit-learn's default was measured at p = 16384 for k = {measured} "
                       "(rows above, same data and settings as ours); those rows' speed-ups are "
                       "measured ones.", ""]
+    if out.get("solver_rows"):
+        lines += solver_markdown(out["solver_rows"])
+        for run in out.get("solver_runs", []):
+            lines.append(f"- `bench_ica.py {run['args']}` started {run['date']}, load average "
+                         f"{run['loadavg_start'][0]:.1f} -> {run['loadavg_end'][0]:.1f}, jax "
+                         f"{run['jax']} on {run['cpu_count']} CPUs.")
+        lines.append("")
     settings = out["settings"]
     not_run = []
     if settings["quick"]:

@@ -267,22 +267,27 @@ PICARD_MAX_COMPONENTS_FRACTION = 0.02
 ``benchmarks/results/bench_ica.md``."""
 
 
-def choose_ica_algorithm(algorithm: str, n_samples: int, n_components: int) -> str:
+def choose_ica_algorithm(algorithm: str, n_samples: int, n_components: int,
+                         fun: str = "logcosh") -> str:
     """Resolve FastICA's ``algorithm='auto'`` (one of :data:`ICA_ALGORITHMS`).
 
     The parallel fixed point where it converges fast (few components for the
     rows: ``k <= 0.02 n``); Picard-O (:func:`jaxfactor.picard.picard_o`, a
     descent method with a line search) where the fixed point's Newton step,
-    divided by a curvature that sampling noise swamps, cycles instead.
-    Anything but ``'auto'`` is returned as is.
+    divided by a curvature that sampling noise swamps, cycles instead; the
+    ``'cube'`` contrast, which Picard-O does not minimise, always runs the
+    fixed point. Anything but ``'auto'`` is returned as is.
 
     Args:
       algorithm: the user's choice.
       n_samples, n_components: ``n`` and ``k``.
+      fun: the contrast.
     """
     if algorithm != "auto":
         return algorithm
-    return "picard" if n_components > PICARD_MAX_COMPONENTS_FRACTION * n_samples else "parallel"
+    if fun == "cube" or n_components <= PICARD_MAX_COMPONENTS_FRACTION * n_samples:
+        return "parallel"
+    return "picard"
 
 
 def whitening_rank_floor(dtype, n_samples: int, n_features: int, solver: str) -> float:

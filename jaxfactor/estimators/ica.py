@@ -14,16 +14,20 @@ from .._base import Factorizer
 from .._linalg import row_signs
 from .._policy import (
     DECORRELATIONS,
+    ICA_ALGORITHMS,
     WHITEN_SOLVERS,
     Plan,
     choose_decorrelation,
+    choose_ica_algorithm,
     choose_whiten_range,
     choose_whiten_solver,
     platform_of,
     whitening_rank_floor,
 )
-from .._status import report
+from .._status import MAX_ITER, NAMES, report
+from .._validation import ConvergenceWarning
 from ..ica import ALGORITHMS, CONTRASTS, fastica
+from ..picard import PICARD_CONTRASTS, ica_criteria, picard_o
 from ..sharding import shard_block, shard_rows
 from ..whitening import WhiteningResult, whiten, whiten_source
 
@@ -104,14 +108,19 @@ class FastICA(Factorizer):
         the numerical rank of the centred data (at most ``min(n - 1, p)``). An
         explicit ``k`` larger than the numerical rank is an error. Ignored,
         with a warning, when ``whiten=False`` (as in scikit-learn).
-      algorithm: ``'parallel'`` (symmetric decorrelation) or ``'deflation'``.
-      fun: contrast ``'logcosh'``, ``'exp'`` or ``'cube'``.
+      algorithm: ``'parallel'`` (the fixed point with symmetric decorrelation),
+        ``'deflation'``, ``'picard'`` (Picard-O: L-BFGS on the orthogonal
+        group with a line search, :func:`jaxfactor.picard.picard_o`; it
+        descends where the fixed point cycles, at many components for the
+        rows) or ``'auto'`` (:func:`jaxfactor._policy.choose_ica_algorithm`).
+      fun: contrast ``'logcosh'``, ``'exp'`` or ``'cube'`` (not with ``'picard'``).
       fun_args: ``{'alpha': a}`` for logcosh, ``1 <= a <= 2`` (default 1).
       whiten: ``'unit-variance'`` (sources scaled to unit variance),
         ``'arbitrary-variance'`` (scikit-learn's unscaled sources) or
         ``False`` (data assumed white already; no centring, ``k = p``).
       max_iter: iteration cap (per component for deflation).
-      tol: tolerance on ``max_i | |<w_i^new, w_i^old>| - 1 |``.
+      tol: tolerance on ``max_i | |<w_i^new, w_i^old>| - 1 |`` (fixed point) or
+        on the Riemannian gradient's largest entry (``'picard'``).
       w_init: ``(k, k)`` starting unmixing matrix of the whitened data
         (scikit-learn's meaning, with the same whitening sign convention), or
         ``None`` for a Gaussian draw from ``random_state``.
@@ -159,7 +168,14 @@ class FastICA(Factorizer):
         meaning: ``sqrt(n) (X - mean_) whitening_^T`` is white); absent when
         ``whiten=False``.
       n_iter_: iterations run (deflation: the most any component needed).
-      converged_: whether the iteration met ``tol``.
+      converged_: whether the iteration met ``tol`` (its own criterion).
+      change_, grad_norm_, objective_: at the final unmixing, whatever the
+        algorithm: FastICA's fixed-point change, the largest entry of the
+        Riemannian gradient ``skew(E[g(y) y^T])`` and the objective
+        ``E[sum_i G(y_i)]`` on the whitened data
+        (:func:`jaxfactor.picard.ica_criteria`); a fixed point that met
+        ``tol`` can still have a large gradient.
+      algorithm_: the algorithm run (``'auto'`` resolved).
       n_components_: ``k``; whiten_solver_: the whitening solver used;
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
 
@@ -215,7 +231,7 @@ class FastICA(Factorizer):
     _parameter_constraints = {
         **P.shared("n_components", "max_iter", "tol", "n_oversamples", "n_iter", "block_size",
                    "block_rows", "random_state", "mesh", "checkpoint", "checkpoint_every"),
-        "algorithm": [P.Options(*ALGORITHMS)],
+        "algorithm": [P.Options(*ICA_ALGORITHMS)],
         "fun": [P.Options(*CONTRASTS)],
         "fun_args": [P.Constant(None), P.Predicate(
             lambda a: isinstance(a, dict) and set(a) <= {"alpha"}
@@ -323,16 +339,30 @@ class FastICA(Factorizer):
 
         # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
         white_iter = white if mesh is None else shard_block(white, mesh)[0]
-        result = fastica(white_iter, key=key_init, w_init=w_user, algorithm=self.algorithm,
-                         fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter),
-                         n_valid=n, decorrelation=decorrelation)
+        algorithm = choose_ica_algorithm(self.algorithm, n, k, self.fun)
+        if algorithm == "picard" and self.fun not in PICARD_CONTRASTS:
+            raise ValueError(f"algorithm='picard' minimises a likelihood for super-Gaussian "
+                             f"sources: fun must be one of {PICARD_CONTRASTS}, got {self.fun!r}")
+        kw = dict(fun=self.fun, alpha=alpha, tol=float(self.tol), max_iter=int(self.max_iter),
+                  n_valid=n, decorrelation=decorrelation)
+        if algorithm == "picard":
+            w0 = (jax.random.normal(key_init, (k, k), white.dtype) if w_user is None else w_user)
+            result = picard_o(white_iter, w0, **kw)
+            criteria = result
+        else:
+            result = fastica(white_iter, key=key_init, w_init=w_user, algorithm=algorithm, **kw)
+            criteria = ica_criteria(white_iter, result.w, fun=self.fun, alpha=alpha, n_valid=n,
+                                    decorrelation=decorrelation)
         white = white[:n]
+        self.algorithm_ = algorithm
         self.n_iter_ = int(result.n_iter)
         self.plan_ = Plan(self.whiten_solver_, *range_method, decorrelation=decorrelation,
-                          platform=platform)
+                          platform=platform, algorithm=algorithm)
         self.converged_ = bool(result.converged)
-        self.status_ = report("FastICA", result.status, n_iter=self.n_iter_,
-                              change=float(result.change), tol=float(self.tol))
+        self.change_ = float(criteria.change)
+        self.grad_norm_ = float(criteria.grad_norm)
+        self.objective_ = float(criteria.objective)
+        self.status_ = self._report(result.status)
 
         if self.whiten is False:
             parts = _finish_unwhitened(arr, result.w)
@@ -354,6 +384,26 @@ class FastICA(Factorizer):
         self.n_components_ = int(k)
         self._unmixing = np.asarray(result.w)[ordered.order] * ordered.signs[:, None]
         return self
+
+    def _report(self, status):
+        """The fit's status name; a :class:`ConvergenceWarning` naming both criteria
+        (the one the algorithm stops on first) when it stopped at ``max_iter``."""
+        status = int(status)
+        if status != MAX_ITER:
+            return report("FastICA", status, n_iter=self.n_iter_, change=self.change_,
+                          tol=float(self.tol))
+        tol = float(self.tol)
+        if self.algorithm_ == "picard":
+            msg = (f"Riemannian gradient norm {self.grad_norm_:.3g} > tol={tol:.3g}; fixed-point "
+                   f"change {self.change_:.3g}")
+        else:
+            msg = (f"last change {self.change_:.3g} > tol={tol:.3g} (fixed-point change); "
+                   f"Riemannian gradient norm {self.grad_norm_:.3g}")
+        hint = "" if self.algorithm_ == "picard" else ", or try algorithm='picard'"
+        warnings.warn(f"FastICA ({self.algorithm_}) did not converge after {self.n_iter_} "
+                      f"iterations: {msg}; objective {self.objective_:.6g}. Increase max_iter or "
+                      f"tol{hint}.", ConvergenceWarning, stacklevel=4)
+        return NAMES[status]
 
     # ------------------------------------------------------------- transforms
     def inverse_transform(self, X):
