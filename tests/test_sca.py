@@ -565,8 +565,9 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match="reduced_rank"):
         SCA(3, reduced_rank=2).fit(x)
     for kw in ({"max_iter": 0}, {"tol": -1.0}, {"svd_solver": "arpack"},
-               {"varimax_start": "random"}):
-        with pytest.raises(ValueError):
+               {"varimax_start": "random"}, {"stop_rule": "mean"},
+               {"rotation_precision": "bfloat16"}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
             SCA(2, **kw).fit(x)
     with pytest.raises(NotFittedError):
         SCA(2).transform(x)
