@@ -26,8 +26,9 @@ norm), at ``max_iter``, or when no descent is found even along the gradient.
 
 float32: the objective change of a trial step is the sum of the elementwise
 change of ``G`` (the difference of two float32 sums of ``n k`` terms cannot
-resolve it near convergence), and ``W`` is re-orthonormalised (polar factor)
-every ``reorthonormalize_every`` steps.
+resolve it near convergence), and ``W`` is re-orthonormalised (a Newton-Schulz
+step towards its polar factor, after the line search so that the projection's
+rounding never decides a trial) every ``reorthonormalize_every`` steps.
 
 One step costs two ``(k, k) x (k, n)``-sized products -- ``Y = W Z^T`` for each
 line-search trial (usually one) and ``psi(Y) Y^T`` -- plus ``O(k^3)``: the
@@ -286,8 +287,8 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
       lambda_min: floor of the Hessian approximation.
       retraction: ``'cayley'`` (one LU solve) or ``'expm'`` (Pade, static).
       reorthonormalize_every: steps between polar re-orthonormalisations of ``W``.
-      decorrelation: ``'eigh'`` or ``'newton-schulz'`` for the polar factors
-        (static).
+      decorrelation: ``'eigh'`` or ``'newton-schulz'`` for the polar factor of
+        ``w_init`` and the final fixed-point change (static).
 
     Returns:
       :class:`PicardResult`.
@@ -317,7 +318,7 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
     # samples on the minor axis, as in the fixed point: both products contract it
     white_t = jax.lax.optimization_barrier(white.T)
 
-    def line_search(w, y_t, direction, tries, reortho):
+    def line_search(w, y_t, direction, tries):
         """Backtracking on ``R(a D) W``: accept the first ``a = 1, 1/2, ...`` whose
         summed elementwise change of ``G`` is negative."""
         g_old = _contrast_value(fun, y_t, alpha)
@@ -329,8 +330,6 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
         def body(st):
             i, _, a, _, _ = st
             w_new = _retract(a * direction, retraction) @ w
-            w_new = jax.lax.cond(reortho, lambda v: symmetric_decorrelation(v, decorrelation),
-                                 lambda v: v, w_new)
             y_new = w_new @ white_t
             delta = jnp.sum(_contrast_value(fun, y_new, alpha) - g_old) / count
             ok = (delta < 0) & jnp.isfinite(delta)
@@ -339,6 +338,13 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
         st = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype), w, y_t)
         _, ok, a, w_new, y_new = jax.lax.while_loop(cond, body, st)
         return ok, a, w_new, y_new
+
+    def reorthonormalize(wy):
+        """One Newton-Schulz step ``W <- 1.5 W - 0.5 W W^T W`` (the polar factor to
+        second order in the drift ``W W^T - I``) and the sources at it."""
+        w = wy[0]
+        w = 1.5 * w - 0.5 * (w @ w.T) @ w
+        return w, w @ white_t
 
     def cond(st: _State):
         return (st.it < max_iter) & (st.grad_norm >= tol) & (~st.stalled)
@@ -350,14 +356,17 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
         # an L-BFGS direction that is not a descent direction is replaced at once
         descent = jnp.vdot(d, st.grad) < 0
         d = jnp.where(descent, d, d_grad)
-        ok1, a1, w1, y1 = line_search(st.w, st.y_t, d, ls_tries, reortho)
+        ok1, a1, w1, y1 = line_search(st.w, st.y_t, d, ls_tries)
         # the fall-back search runs zero trials when the first one succeeded
-        ok2, a2, w2, y2 = line_search(st.w, st.y_t, d_grad, jnp.where(ok1, 0, ls_tries), reortho)
+        ok2, a2, w2, y2 = line_search(st.w, st.y_t, d_grad, jnp.where(ok1, 0, ls_tries))
         fallback = ~ok1 | ~descent
         ok = ok1 | ok2
         step = jnp.where(ok1, a1 * d, a2 * d_grad)
         w_new = jnp.where(ok1, w1, jnp.where(ok2, w2, st.w))
         y_new = jnp.where(ok1, y1, jnp.where(ok2, y2, st.y_t))
+        # outside the search: a projection's rounding must not decide a trial's descent
+        w_new, y_new = jax.lax.cond(reortho & ok, reorthonormalize, lambda wy: wy,
+                                    (w_new, y_new))
 
         m_new, kappa, sig2 = _moments(fun, y_new, alpha, n_valid)
         grad = _skew(m_new)

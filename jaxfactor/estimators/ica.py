@@ -349,6 +349,7 @@ class FastICA(Factorizer):
             w0 = (jax.random.normal(key_init, (k, k), white.dtype) if w_user is None else w_user)
             result = picard_o(white_iter, w0, **kw)
             criteria = result
+            self._stalled = bool(result.stalled)
         else:
             result = fastica(white_iter, key=key_init, w_init=w_user, algorithm=algorithm, **kw)
             criteria = ica_criteria(white_iter, result.w, fun=self.fun, alpha=alpha, n_valid=n,
@@ -396,6 +397,8 @@ class FastICA(Factorizer):
         if self.algorithm_ == "picard":
             msg = (f"Riemannian gradient norm {self.grad_norm_:.3g} > tol={tol:.3g}; fixed-point "
                    f"change {self.change_:.3g}")
+            if self._stalled:
+                msg += " (no descent found along the gradient: the float32 floor)"
         else:
             msg = (f"last change {self.change_:.3g} > tol={tol:.3g} (fixed-point change); "
                    f"Riemannian gradient norm {self.grad_norm_:.3g}")
