@@ -1,22 +1,32 @@
-"""jaxfactor SCA vs scikit-learn's sparse PCA, side by side on the same GAN-like data.
+"""jaxfactor SCA vs its reference implementation (R ``epca::sca``) and scikit-learn's
+sparse PCA, side by side on the same GAN-like data.
 
-Cases (issue 4): N = 10000 rows of ``benchmarks.datasets.gan_like`` data at
-p = 2048, 4096, 16384 features, k = 20 and 50 components.
+Cases: ``N x p x k`` rows of ``benchmarks.datasets.gan_like`` data (seed 0) at a budget
+``gamma = c sqrt(p k)`` (``c`` = 1, epca's default, or 0.5), from ``--cases``
+(default :data:`CASES`: issue 18's five settings and GAN-scale ones up to
+p = 16384, k = 50).
 
 Methods
-  * ``jaxfactor_sca``: the fast policy, ``SCA(k, reduced_rank='auto',
-    varimax_start='previous')`` at the default budget ``gamma = sqrt(p k)``:
-    the iteration on the rank-(2k+10) randomized SVD when ``n p >= 2^24``
-    (all cases here), varimax warm-started from the previous iterate (ten
-    steps a call). Initial SVD included in the time.
+  * ``epca``: R's ``epca::sca(x, k, gamma)`` (v1.1.0, its defaults) through
+    ``Rscript`` on the same data (float64), timed by R's clock around ``sca``.
+    Needs R and the epca package (README: Debian's or CRAN's R, epca from
+    CRAN; ``../shared/peers/epca/install.sh`` here); without them the peer is
+    skipped and the report says so. Run only where it is expected to finish in
+    ``--epca-timeout`` (15 min); beyond, a labelled extrapolation.
+  * ``jaxfactor_sca``: the default ``SCA(k, gamma=...)``. Its agreement with epca
+    (largest principal angle, smallest Hungarian-matched cosine, identical zero
+    pattern, ``||B||`` and cumulative PVE relative differences) is measured in
+    the parent process from the saved loadings.
+  * ``jaxfactor_sca_fast``: ``SCA(k, reduced_rank='auto', varimax_start='previous')``
+    (the iteration on the rank-(2k+10) randomized SVD when ``n p >= 2^24``,
+    varimax warm-started, ten steps a call). Initial SVD included in the time.
+  * ``jaxfactor_sca_anderson``: ``SCA(k, acceleration='anderson')``: epca's map,
+    Anderson-accelerated once settled.
   * ``jaxfactor_sca_matched``: the same at a larger budget ``gamma`` chosen so
     that its explained variance is at least MiniBatchSparsePCA's on the same
     case (bisection on ``gamma / (k sqrt(p))`` before the timed runs; the
     search is calibration and is not in the time; its fits are listed in
     ``gamma_search``).
-  * ``jaxfactor_sca_reference``: epca's method, ``SCA(k, reduced_rank=None,
-    varimax_start='identity')``: the iteration on the full data, varimax
-    restarted from the identity and run to R's tolerance in every PRS call.
   * ``sklearn_minibatch``: ``MiniBatchSparsePCA(k, random_state=0)`` with
     scikit-learn's defaults (``alpha=1``).
   * ``sklearn_sparsepca``: ``SparsePCA(k, random_state=0)`` (p=2048, k=20 only).
@@ -33,8 +43,8 @@ the span of the k loadings (``||X_c P||_F^2 / ||X_c||_F^2``), next to the top-k
 PCA optimum (jaxfactor randomized PCA), and the fraction of exact zeros in
 the loadings.
 
-    flock /tmp/jaxfactor-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        python benchmarks/bench_sca.py [--p 2048 4096] [--merge JSON] [--out DIR]
+    flock /tmp/cpu.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        python benchmarks/bench_sca.py [--cases 3000x512x10x1 ...] [--skip METHOD ...] [--merge JSON] [--out DIR]
 """
 from __future__ import annotations
 
@@ -54,28 +64,42 @@ from benchmarks._common import (machine_info, markdown_table, peak_rss_mb,  # no
                                 write_results)
 from benchmarks.datasets import gan_like  # noqa: E402
 
-N = int(__import__("os").environ.get("BENCH_SCA_N", "10000"))
-PS = [2048, 4096, 16384]
-KS = [20, 50]
-# run order within a case: the peer first (its explained variance sets the matched budget)
-METHODS = ["sklearn_minibatch", "jaxfactor_sca", "jaxfactor_sca_matched",
-           "jaxfactor_sca_reference", "sklearn_sparsepca"]
+CASES = [(3000, 512, 10, 1.0), (3000, 512, 10, 0.5), (5000, 1024, 20, 1.0),
+         (5000, 1024, 20, 0.5), (10000, 2048, 20, 1.0), (10000, 4096, 20, 1.0),
+         (10000, 4096, 50, 1.0), (10000, 16384, 50, 1.0)]
+# run order within a case: the peers first (MiniBatchSparsePCA's explained variance sets
+# the matched budget; epca's loadings are what the others are compared with)
+METHODS = ["epca", "sklearn_minibatch", "jaxfactor_sca", "jaxfactor_sca_anderson",
+           "jaxfactor_sca_fast",
+           "jaxfactor_sca_matched", "sklearn_sparsepca"]
 
 
 def fit_once(method, x, k, gamma=None):
     """Fit once; returns ``(components (k, p), extra info dict)``."""
+    if method == "epca":
+        import tempfile as _tf
+
+        from tests.test_sca_reference import run_epca
+
+        with _tf.TemporaryDirectory() as tmp:
+            res = run_epca(x, k, gamma, tmp)
+        return res["loadings"].T, {"n_iter": res["n_iter"], "objective": res["b_norm"],
+                                   "gamma": gamma, "epca_seconds": res["seconds"]}
     if method.startswith("jaxfactor"):
         from jaxfactor import SCA
 
-        if method == "jaxfactor_sca_reference":
-            model = SCA(k, reduced_rank=None, varimax_start="identity", random_state=0)
+        if method == "jaxfactor_sca":
+            model = SCA(k, gamma=gamma, random_state=0)
+        elif method == "jaxfactor_sca_anderson":
+            model = SCA(k, gamma=gamma, acceleration="anderson", random_state=0)
         else:
             model = SCA(k, gamma=gamma, reduced_rank="auto", varimax_start="previous",
                         random_state=0)
         model.fit(x)
         return model.components_, {"n_iter": model.n_iter_, "converged": model.converged_,
                                     "objective": model.objective_, "gamma": model.gamma_,
-                                    "reduced_rank": model.reduced_rank_}
+                                    "reduced_rank": model.reduced_rank_,
+                                    "plan": repr(getattr(model, "plan_", None))}
     from sklearn.decomposition import MiniBatchSparsePCA, SparsePCA
 
     if method == "sklearn_minibatch":
@@ -92,8 +116,8 @@ def worker(method, data_path, k, out_file, repeats, gamma):
     for _ in range(repeats):
         t0 = time.perf_counter()
         comps, extra = fit_once(method, x, k, gamma)
-        runs.append(time.perf_counter() - t0)
-    np.save(out_file, np.asarray(comps, np.float32))
+        runs.append(extra.pop("epca_seconds", time.perf_counter() - t0))
+    np.save(out_file, np.asarray(comps, np.float64 if method == "epca" else np.float32))
     result = {"seconds": runs[-1], "first_call_seconds": runs[0],
               "compile_seconds": max(runs[0] - runs[-1], 0.0) if repeats > 1 else 0.0,
               "peak_rss_mb": peak_rss_mb(), **extra}
@@ -166,53 +190,79 @@ def search_gamma(data_path, k, target, out_file, fits):
     print(json.dumps({"c": best, "gamma": best * k * np.sqrt(p), "tried": tried}))
 
 
+COLUMNS = [("n", "N"), ("p", "p"), ("k", "k"), ("gamma_factor", "gamma / sqrt(pk)"),
+           ("method", "method"), ("seconds", "steady s"), ("compile_seconds", "compile s"),
+           ("n_iter", "iters"), ("converged", "conv."), ("speedup_vs_epca", "x vs epca"),
+           ("speedup_vs_minibatch", "x vs MiniBatchSparsePCA"), ("angle_deg", "angle to epca (deg)"),
+           ("min_matched_cos", "min matched cos"), ("zero_pattern_same", "same zeros"),
+           ("b_norm_rel", "rel. diff norm B"), ("cpve_rel", "rel. diff cPVE"),
+           ("explained", "expl. var"), ("pca_explained", "PCA top-k"), ("sparsity", "zeros"),
+           ("objective", "norm of B"), ("error", "note"),
+           ("extrapolated_seconds", "extrap. s (NOT measured)")]
+
+
 def render(payload: dict) -> str:
     """The Markdown report of a results payload."""
     info, rows = payload["machine"], payload["results"]
-    cols = [("p", "p"), ("k", "k"), ("method", "method"), ("seconds", "steady s"),
-            ("compile_seconds", "compile s"), ("n_iter", "iters"),
-            ("speedup_vs_minibatch", "x vs MiniBatchSparsePCA"), ("explained", "expl. var"),
-            ("pca_explained", "PCA top-k expl. var"), ("sparsity", "zeros"),
-            ("gamma_over_default", "gamma / sqrt(pk)"), ("objective", "norm of B"),
-            ("error", "note"), ("extrapolated_seconds", "extrap. s (NOT measured)")]
     loads = payload.get("loads", [info["load_average_at_start"]])
     return (f"# SCA benchmark\n\n"
-            f"N = {N} rows of GAN-like data (benchmarks/datasets.gan_like, seed 0). "
+            f"GAN-like data (benchmarks/datasets.gan_like, seed 0), N x p, k components, "
+            f"budget gamma = c sqrt(p k). epca: {payload.get('epca', 'not run')}. "
             f"Machine: {info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores; "
             f"jax {info['jax']} ({info['jax_backend']}), scikit-learn {info['sklearn']}, "
             f"numpy {info['numpy']}; BLAS (threadpoolctl) {info['blas']}. Load averages "
             f"(uptime) at the start of each part: {loads}; the machine is shared with other "
             f"jobs, so absolute times are inflated; compare ratios within a case. "
-            f"'expl. var' is the share of variance in the span of the k loadings (same "
-            f"formula for every method); 'zeros' the fraction of exact zeros; 'steady s' the "
-            f"second call in the process (jaxfactor), 'compile s' first minus second call. "
-            f"'x vs MiniBatchSparsePCA' divides the peer's time (measured, or the labelled "
-            f"extrapolation) by jaxfactor's steady time. Extrapolated times are linear-in-p "
-            f"estimates, not measurements.\n\n"
-            + markdown_table(rows, cols)
+            f"'steady s': jaxfactor's second call in its process ('compile s' first minus "
+            f"second), epca's own clock around sca() (R start-up and data transfer "
+            f"excluded), scikit-learn's one fit. Agreement columns compare with epca's "
+            f"loadings on the same case: largest principal angle between the spans, smallest "
+            f"Hungarian-matched column |cosine|, fraction of entries with the same zero/non-zero "
+            f"status, relative differences of ||B|| and of the cumulative PVE (the share of "
+            f"variance in the span of the k loadings, 'expl. var', same formula for every "
+            f"method). 'x vs' columns divide the peer's time by jaxfactor's steady time. "
+            f"Extrapolated times are estimates, labelled, not measurements.\n\n"
+            + markdown_table(rows, COLUMNS)
             + (f"\n{payload['what_ran']}\n" if payload.get("what_ran") else ""))
 
 
 PEER_SHARE = {}  # k -> MiniBatchSparsePCA's explained variance / PCA's, largest p it finished
 
 
-def run_case(x, p, k, tmp, data_path, args, mean, total):
+def agreement_with(ref, comps, objective, explained):
+    """The agreement measures of loadings ``comps`` (k, p) with epca's row ``ref``."""
+    from tests.test_sca_reference import agreement
+
+    return agreement(ref["loadings"], ref["objective"], [ref["explained"]],
+                     np.asarray(comps, np.float64).T, objective, [explained])
+
+
+def run_case(case, tmp, args):
+    n, p, k, c = case
+    x = gan_like(n, p, seed=0)
+    data_path = str(Path(tmp) / f"x_{n}_{p}.npy")
+    np.save(data_path, x)
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    total = float(np.sum((x - mean).astype(np.float64) ** 2))
+    gamma = c * np.sqrt(p * k)
     rows = []
     optimum = pca_share(x, k)
     methods = [m for m in METHODS if m not in args.skip]
-    if (p, k) != (2048, 20):
+    if (n, p, k) != (10000, 2048, 20):
         methods = [m for m in methods if m != "sklearn_sparsepca"]
-    if p > args.reference_max_p or k > args.reference_max_k:
-        methods = [m for m in methods if m != "jaxfactor_sca_reference"]
-    peer_ev = None
+    if n * p * k > args.epca_max_npk or not args.epca:
+        methods = [m for m in methods if m != "epca"]
+    if c != 1.0:   # the budget-matched runs and the peers' own budget only at the default
+        methods = [m for m in methods if m not in ("jaxfactor_sca_matched", "sklearn_minibatch",
+                                                   "sklearn_sparsepca")]
+    peer_ev, ref = None, None
     for method in methods:
-        out = str(Path(tmp) / f"{method}_{p}_{k}.npy")
+        out = str(Path(tmp) / f"{method}_{n}_{p}_{k}.npy")
         jax_method = method.startswith("jaxfactor")
-        timeout = args.jax_timeout if jax_method else args.peer_timeout
-        if method == "sklearn_sparsepca":
-            timeout = args.sparsepca_timeout
+        timeout = {"epca": args.epca_timeout, "sklearn_sparsepca": args.sparsepca_timeout}.get(
+            method, args.jax_timeout if jax_method else args.peer_timeout)
         repeats = 2 if jax_method else 1
-        gamma, extra = None, {}
+        fit_gamma, extra = (gamma if method != "jaxfactor_sca_matched" else None), {}
         if method == "jaxfactor_sca_matched":
             target, target_note = peer_ev, "MiniBatchSparsePCA's explained variance here"
             if target is None and k in PEER_SHARE:
@@ -227,75 +277,93 @@ def run_case(x, p, k, tmp, data_path, args, mean, total):
                    str(args.search_fits)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                rows.append({"method": method, "n": N, "p": p, "k": k,
+                rows.append({"method": method, "n": n, "p": p, "k": k, "gamma_factor": c,
                              "error": "budget search failed: " + proc.stderr.strip()[-200:]})
                 continue
             found = json.loads(proc.stdout.strip().splitlines()[-1])
-            gamma = found["gamma"]
+            fit_gamma = found["gamma"]
             extra.update(gamma_search=found["tried"],
                          gamma_search_seconds=time.perf_counter() - t0)
-        print(f"== p={p} k={k} {method}", flush=True)
-        res = run_worker(method, data_path, k, out, timeout, repeats, gamma)
+        print(f"== {n}x{p} k={k} c={c} {method}", flush=True)
+        res = run_worker(method, data_path, k, out, timeout, repeats, fit_gamma)
         res.update(extra)
-        res.update(method=method, n=N, p=p, k=k, calls=repeats, pca_explained=optimum)
+        res.update(method=method, n=n, p=p, k=k, gamma_factor=c, calls=repeats,
+                   pca_explained=optimum)
         if "error" not in res:
             comps = np.load(out)
             res["explained"] = explained_share(x, comps, mean, total)
             res["explained_vs_pca"] = res["explained"] / optimum
             res["sparsity"] = float(np.mean(comps == 0))
             if "gamma" in res:
-                res["gamma_over_default"] = res["gamma"] / np.sqrt(p * k)
+                res["gamma_factor"] = res["gamma"] / np.sqrt(p * k)
             if method == "sklearn_minibatch":
                 peer_ev = res["explained"]
                 PEER_SHARE[k] = peer_ev / optimum
+            if method == "epca":
+                ref = {"loadings": comps.T.astype(np.float64), "objective": res["objective"],
+                       "explained": res["explained"]}
+            elif ref is not None and method in ("jaxfactor_sca", "jaxfactor_sca_anderson",
+                                                "jaxfactor_sca_fast"):
+                res.update(agreement_with(ref, comps, res["objective"], res["explained"]))
         print(json.dumps(res, default=float), flush=True)
         rows.append(res)
     return rows
 
 
 def finish_rows(rows):
-    """Extrapolations for peers that did not finish, speed-ups against the peer."""
+    """Extrapolations for peers that did not run or finish, speed-ups against the peers."""
     for r in rows:
         r.pop("speedup_vs_minibatch", None)
+        r.pop("speedup_vs_epca", None)
         if "seconds" not in r and r["method"].startswith("sklearn"):
             done = [q for q in rows if q["method"] == r["method"] and q["k"] == r["k"]
-                    and "seconds" in q and q["p"] < r["p"]]
+                    and q["n"] == r["n"] and "seconds" in q and q["p"] < r["p"]]
             if done:
                 base = max(done, key=lambda q: q["p"])
                 r["extrapolated_seconds"] = base["seconds"] * r["p"] / base["p"]
                 r["extrapolated_from"] = f"p={base['p']} (linear in p; not measured)"
     for r in rows:
-        peer = next((q for q in rows if q["p"] == r["p"] and q["k"] == r["k"]
-                     and q["method"] == "sklearn_minibatch"), None)
-        if not (r["method"].startswith("jaxfactor") and peer and "seconds" in r):
+        if not (r["method"].startswith("jaxfactor") and "seconds" in r):
             continue
-        if "seconds" in peer:
-            r["speedup_vs_minibatch"] = peer["seconds"] / r["seconds"]
-        elif "extrapolated_seconds" in peer:
-            r["speedup_vs_minibatch"] = peer["extrapolated_seconds"] / r["seconds"]
-            r["speedup_note"] = "against the peer's extrapolated time (not measured)"
+        for peer_name, key in (("sklearn_minibatch", "speedup_vs_minibatch"),
+                               ("epca", "speedup_vs_epca")):
+            peer = next((q for q in rows if (q["n"], q["p"], q["k"]) == (r["n"], r["p"], r["k"])
+                         and q.get("gamma_factor") == r.get("gamma_factor")
+                         and q["method"] == peer_name), None)
+            if peer is None:
+                continue
+            if "seconds" in peer:
+                r[key] = peer["seconds"] / r["seconds"]
+            elif "extrapolated_seconds" in peer:
+                r[key] = peer["extrapolated_seconds"] / r["seconds"]
+                r[key.replace("speedup", "note")] = "against an extrapolated time (not measured)"
     return rows
+
+
+def parse_case(text):
+    n, p, k, c = text.split("x")
+    return int(n), int(p), int(k), float(c)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--p", type=int, nargs="+", default=PS, help="feature counts to run")
-    ap.add_argument("--k", type=int, nargs="+", default=KS, help="component counts to run")
+    ap.add_argument("--cases", nargs="+", type=parse_case, default=CASES,
+                    help="cases as NxPxKxC (C = gamma / sqrt(p k)), e.g. 3000x512x10x1")
     ap.add_argument("--skip", nargs="*", default=[], help="methods not to run")
     ap.add_argument("--merge", metavar="JSON", help="add these results to an earlier results JSON")
     ap.add_argument("--out", default=None, help="output directory (default benchmarks/results)")
     ap.add_argument("--peer-timeout", type=float, default=900.0,
-                    help="wall-clock limit per scikit-learn fit, seconds (issue: 15 min)")
+                    help="wall-clock limit per scikit-learn fit, seconds (15 min)")
+    ap.add_argument("--epca-timeout", type=float, default=900.0,
+                    help="wall-clock limit per epca fit, seconds (15 min)")
+    ap.add_argument("--epca-max-npk", type=float, default=10000 * 2048 * 20,
+                    help="run epca only up to this N p k (it took 114 s at 10000 x 2048 x 20; "
+                         "its time grows with N p k and with its iterations)")
     ap.add_argument("--jax-timeout", type=float, default=900.0,
                     help="wall-clock limit per jaxfactor worker (both calls), seconds")
     ap.add_argument("--sparsepca-timeout", type=float, default=900.0,
                     help="wall-clock limit of the SparsePCA fit, seconds")
-    ap.add_argument("--reference-max-p", type=int, default=16384,
-                    help="run epca's reference method only up to this p")
-    ap.add_argument("--reference-max-k", type=int, default=20,
-                    help="run epca's reference method only up to this k (at p=2048, k=50 it "
-                         "did not finish in 600 s)")
     ap.add_argument("--search-fits", type=int, default=4,
                     help="fits of the bisection for the matched budget")
     ap.add_argument("--what-ran", default=None, help="a note for the report")
@@ -315,31 +383,33 @@ def main():
         path = Path(args.render)
         path.with_suffix(".md").write_text(render(json.loads(path.read_text())))
         return
+    from tests.test_sca_reference import epca_available
+
+    args.epca = "epca" not in args.skip and epca_available()
+    epca_note = ("R epca 1.1.0 through Rscript" if args.epca else
+                 "skipped (R or the epca package not installed)" if "epca" not in args.skip
+                 else "skipped (--skip)")
+    if not args.epca and "epca" not in args.skip:
+        print("epca: R or the epca package is not installed; skipping that peer", flush=True)
     info = machine_info()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for p in args.p:
-            x = gan_like(N, p, seed=0)
-            data_path = str(Path(tmp) / f"x_{p}.npy")
-            np.save(data_path, x)
-            mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-            total = float(np.sum((x - mean).astype(np.float64) ** 2))
-            for k in args.k:
-                rows += run_case(x, p, k, tmp, data_path, args, mean, total)
-            del x
+        for case in args.cases:
+            rows += run_case(case, tmp, args)
     loads = [uptime]
+    key = lambda r: (r["n"], r["p"], r["k"], r.get("gamma_factor"))  # noqa: E731
     if args.merge:
         old = json.loads(Path(args.merge).read_text())
-        keep = [r for r in old["results"] if (r["p"], r["k"]) not in {(q["p"], q["k"]) for q in rows}]
-        rows = keep + rows
-        loads = old.get("loads", [old["machine"].get("load_average_at_start")]) + loads
+        done = {key(q) for q in rows}
+        rows = [r for r in old["results"] if "n" in r and key(r) not in done] + rows
+        loads = old.get("loads", []) + loads
         if old.get("what_ran") and args.what_ran:
             args.what_ran = old["what_ran"] + " " + args.what_ran
-    rows.sort(key=lambda r: (r["p"], r["k"], METHODS.index(r["method"])
-                             if r["method"] in METHODS else 99))
+    rows.sort(key=lambda r: (r["n"] * r["p"], r["k"], -(r.get("gamma_factor") or 0),
+                             METHODS.index(r["method"]) if r["method"] in METHODS else 99))
     payload = {"benchmark": "sca", "quick": False, "machine": info, "loads": loads,
-               "results": finish_rows(rows), "what_ran": args.what_ran,
+               "epca": epca_note, "results": finish_rows(rows), "what_ran": args.what_ran,
                "note": ("shared 2-core machine with other jobs running: absolute times are "
                         "inflated and noisy; compare ratios measured in the same run")}
     table = render(payload)

@@ -20,7 +20,8 @@ from .._policy import (
     range_method_of,
 )
 from .._status import report
-from ..sca import ROTATION_PRECISIONS, ROTATIONS, STOP_RULES, default_gamma, sca, sca_source
+from ..sca import (ACCELERATIONS, ROTATION_PRECISIONS, ROTATIONS, STOP_RULES, default_gamma,
+                   sca, sca_source)
 from ..sharding import shard_rows
 
 __all__ = ["SCA"]
@@ -66,6 +67,9 @@ class SCA(Factorizer):
         (:func:`jaxfactor._policy.choose_rotation_precision`: float64 rotations
         unless ``tol`` is loose enough for float32), ``'float32'`` or
         ``'float64'``; the products with ``X`` stay in the data's dtype.
+      acceleration: ``'none'`` (epca's plain iteration) or ``'anderson'``
+        (Anderson mixing of epca's fixed-point map once it has settled: the same
+        fixed point in fewer iterations; ``benchmarks/results/bench_sca.md``).
       block_rows: rows per block when ``X`` is a row source.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
         to split the rows of an in-memory ``X`` over its devices (padded to
@@ -110,7 +114,8 @@ class SCA(Factorizer):
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
                  tol=1e-5, reduced_rank=None, svd_solver="auto", varimax_start="identity",
-                 stop_rule="epca", rotation_precision="auto", block_rows=4096, mesh=None, random_state=None, checkpoint=None,
+                 stop_rule="epca", rotation_precision="auto", acceleration="none",
+                 block_rows=4096, mesh=None, random_state=None, checkpoint=None,
                  checkpoint_every=16):
         self.n_components = n_components
         self.gamma = gamma
@@ -122,6 +127,7 @@ class SCA(Factorizer):
         self.varimax_start = varimax_start
         self.stop_rule = stop_rule
         self.rotation_precision = rotation_precision
+        self.acceleration = acceleration
         self.block_rows = block_rows
         self.mesh = mesh
         self.random_state = random_state
@@ -138,6 +144,7 @@ class SCA(Factorizer):
         "varimax_start": [P.Options("previous", "identity")],
         "stop_rule": [P.Options(*STOP_RULES)],
         "rotation_precision": [P.Options("auto", *ROTATION_PRECISIONS)],
+        "acceleration": [P.Options(*ACCELERATIONS)],
     }
 
     def _check_params(self, n, p, in_memory=True):
@@ -169,7 +176,8 @@ class SCA(Factorizer):
         precision = choose_rotation_precision(self.rotation_precision, n, p, float(self.tol), dtype)
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start,
-                      stop_rule=self.stop_rule, rotation_precision=precision)
+                      stop_rule=self.stop_rule, rotation_precision=precision,
+                      acceleration=self.acceleration)
         if source is not None:
             res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
                              dtype=dtype, mesh=self.mesh, checkpoint=self.checkpoint,
