@@ -4,6 +4,7 @@ before JAX starts, and peak RSS is per process)."""
 import textwrap
 
 import numpy as np
+import pytest
 
 from tests import tolerances as T
 from tests.helpers import (
@@ -264,3 +265,57 @@ def test_fastica_on_a_file_keeps_memory_at_block_size(tmp_path, rng):
     theta = 2 * np.arccos(1 - ref.tol) + rho + fixed_point_data_error(white[1], ref._unmixing, rho)
     T.assert_within(np.linalg.norm(comps - ref.components_, axis=1)
                     / np.linalg.norm(ref.components_, axis=1), 0, theta * s[0] / s[k - 1])
+
+
+PICARD_SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {root!r})
+    from jaxfactor import FastICA
+    from jaxfactor.picard import picard_o
+    from jaxfactor.sharding import row_mesh, shard_block
+    from jaxfactor.whitening import whiten
+    from tests.test_picard import super_gaussian
+
+    assert len(jax.devices()) == 4, jax.devices()
+    x, s, a = super_gaussian(np.random.default_rng({seed}), n=1001)   # not a multiple of 4
+    n, k = x.shape[0], s.shape[1]
+    mesh = row_mesh()
+    white = np.asarray(whiten(x, k).white)
+    ws, _ = shard_block(white, mesh)
+    w0 = np.random.default_rng(1).standard_normal((k, k)).astype(np.float32)
+    sharded = picard_o(ws, w0, tol={tol}, n_valid=n)
+    single = picard_o(white, w0, tol={tol})
+    est = [FastICA(k, algorithm="picard", tol={tol}, random_state=0, mesh=m).fit(x)
+           for m in (None, mesh)]
+    print(json.dumps({{
+        "white_spec": str(ws.sharding.spec), "white_shards": [b.data.shape[0] for b in ws.addressable_shards],
+        "w": [np.asarray(sharded.w).tolist(), np.asarray(single.w).tolist()],
+        "converged": [bool(sharded.converged), bool(single.converged)] + [m.converged_ for m in est],
+        "objective": [float(sharded.objective), float(single.objective)],
+        "components": [m.components_.tolist() for m in est],
+        "plan": [m.plan_.algorithm for m in est],
+    }}))
+""")
+
+
+@pytest.mark.slow
+def test_row_sharded_picard_reaches_the_single_device_optimum(rng):
+    from jaxfactor.metrics.amari import amari_distance
+    from tests.test_picard import curvature, residual_angle, super_gaussian
+
+    seed = int(rng.integers(1 << 30))
+    tol = 1e-5
+    out = run_json_script(PICARD_SHARDED.format(root=ROOT, seed=seed, tol=tol), **FOUR_DEVICES)
+    assert "rows" in out["white_spec"] and out["white_shards"] == [251] * 4
+    assert all(out["converged"]) and out["plan"] == ["picard", "picard"]
+    # rounding differs by summation order: both stop within the residual angle of the optimum
+    x, _, _ = super_gaussian(np.random.default_rng(seed), n=1001)
+    w_sh, w_one = (np.asarray(w) for w in out["w"])
+    from jaxfactor.whitening import whiten
+    h_min, _ = curvature(np.asarray(whiten(x, 6).white), w_one)
+    theta = residual_angle(tol, 1001, h_min)
+    assert amari_distance(w_sh, w_one.T) <= 2 * theta
+    assert abs(out["objective"][0] - out["objective"][1]) <= 2 * T.gamma(1001 * 6) * 6
+    c_one, c_sh = (np.asarray(c) for c in out["components"])
+    assert amari_distance(c_sh, np.linalg.pinv(c_one)) <= 2 * theta

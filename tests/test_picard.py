@@ -152,6 +152,7 @@ def test_zero_padded_rows_do_not_count(rng):
     assert abs(float(uncounted.objective) - float(plain.objective)) > 2 * T.gamma(N * K) * K
 
 
+@pytest.mark.slow
 def test_cayley_and_expm_retractions_reach_the_same_optimum(rng):
     white, _, _ = whitened(rng)
     w0 = rng.standard_normal((K, K)).astype(np.float32)
