@@ -560,3 +560,21 @@ def test_testbed_training_script_smoke(tmp_path):
     assert prov["steps"] == 2 and prov["train_seconds"] > 0
     assert (tmp_path / "testbed_gan_samples.png").stat().st_size > 0
     assert main(["--steps", "-1", "--out", str(tmp_path)]) == 2
+
+
+def test_shipped_testbed_feature_network(rng):
+    """The FID feature network recognises the shape class of fresh testbed images
+    (held-out accuracy 0.78 at training; here on 200 images, whose binomial spread
+    is sqrt(p (1 - p) / 200), above 0.78 - LAMBDA of those) and gives features."""
+    pytest.importorskip("flax")
+    from bridges.builtin import load_testbed_features, testbed
+
+    from .tolerances import LAMBDA
+
+    net = load_testbed_features()
+    images, factors = testbed.testbed_images(200, seed=int(rng.integers(2**31)))
+    pred = net.predict(images * 2 - 1)
+    assert pred.shape == (200, 9)
+    accuracy = np.mean(pred[:, :3].argmax(axis=1) == factors.values[:, 0])
+    assert accuracy >= 0.78 - LAMBDA * np.sqrt(0.78 * 0.22 / 200)
+    assert net.features(images[:5] * 2 - 1).shape == (5, net.config.hidden)

@@ -179,7 +179,7 @@ def _train(steps, seed, n_images, batch_size, lr, mapping_lr_mult, r1_gamma, r1_
                    "render_seconds": render_seconds, "d_loss": d_run, "g_loss": g_run}
 
 
-def train_features(epochs: int = 4, seed: int = 0, n_images: int = 8000):
+def train_features(epochs: int = 3, seed: int = 0, n_images: int = 4000):
     """Train the testbed feature network; return ``(classifier, stats)``.
 
     A :class:`jaxfactor.metrics.classifier.AttributeClassifier` on
@@ -227,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop the GAN training after this much wall time")
     p.add_argument("--preview", action="store_true",
                    help="write testbed_gan_preview.png (EMA samples) at every log line")
-    p.add_argument("--feature-epochs", type=int, default=4,
+    p.add_argument("--feature-images", type=int, default=4000,
+                   help="rendered training images of the feature network")
+    p.add_argument("--feature-epochs", type=int, default=3,
                    help="epochs of the feature network; 0 skips it")
     return p
 
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.feature_epochs > 0:
         import jax
 
-        classifier, stats = train_features(args.feature_epochs, args.seed)
+        classifier, stats = train_features(args.feature_epochs, args.seed, args.feature_images)
         written = classifier.save(out / "testbed_features.npz")
         provenance = {**stats, "config": json.loads(classifier.config.to_json()),
                       "jax": jax.__version__, **common}

@@ -90,13 +90,23 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the whole pipeline on the built-in generator and write a report "
-                                       "(needs the torch and demo extras)")
+    d = sub.add_parser("demo", help="run the whole pipeline on the built-in testbed generator (known "
+                                       "factors) and write an HTML report (needs the torch and demo extras)")
     d.add_argument("--out", default="demo_out", help="report directory (default: demo_out)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
-    d.add_argument("--samples", type=_positive_int, help="samples to factorize (default 5000)")
-    d.add_argument("--components", type=_positive_int, help="components per method (default 16)")
+    d.add_argument("--samples", type=_positive_int, help="samples to factorize (default 4000)")
+    d.add_argument("--components", type=_positive_int,
+                   help="components of PCA/SCA/SeFa in W and the pooled layer (default 16)")
+    d.add_argument("--init-components", type=_positive_int,
+                   help="PCA components at the 16384-d init layer (default 500)")
+    d.add_argument("--ica-components", type=_positive_int, nargs="+", metavar="K",
+                   help="FastICA counts in W (default 16 32)")
+    d.add_argument("--init-ica-components", type=_positive_int, nargs="+", metavar="K",
+                   help="FastICA counts at the init layer (default 100; the paper's 500 1000 take longer)")
     d.add_argument("--fid-images", type=_positive_int, help="images for edit FID (default 1000)")
+    d.add_argument("--inception-weights", metavar="PATH",
+                   help="edit FID on Inception features from this pytorch-fid weights file "
+                        "(default: the testbed feature network)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -315,7 +325,13 @@ def _cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
     overrides = {k: v for k, v in (("n_samples", args.samples), ("components", args.components),
-                                   ("fid_images", args.fid_images)) if v is not None}
+                                   ("init_components", args.init_components),
+                                   ("fid_images", args.fid_images),
+                                   ("inception_weights", args.inception_weights)) if v is not None}
+    for key, counts in (("ica_components", args.ica_components),
+                        ("init_ica_components", args.init_ica_components)):
+        if counts is not None:
+            overrides[key] = tuple(counts)
     overrides["seed"] = args.seed
     if args.no_progress:
         overrides["show_progress"] = False

@@ -1,30 +1,48 @@
-"""``jaxfactor demo``: the whole pipeline on the built-in digits generator.
+"""``jaxfactor demo``: the whole pipeline on the testbed generator, judged against ground truth.
 
-Discovers directions with PCA, FastICA, SCA and SeFa in the W space (64-d,
-factorized directly, as the papers do for StyleGAN2) and at the FastGAN-like
-``synthesis.init`` layer (1024 features, lifted to W by least squares, as the
-papers do for FastGAN's conv1), then evaluates every set with
+The testbed GAN (``bridges.builtin.load_testbed_generator``: 32 x 32 RGB
+shapes, W of 64 dimensions, a FastGAN init layer of 1024 x 4 x 4 = 16384
+features) draws images whose seven factors (shape, x, y, size, rotation,
+hue, background) ``bridges.builtin.testbed.measure`` computes from the pixels.
+The demo discovers directions with
 
-* edit FID (Palaev et al.): 1000 images, each edited by one random direction
-  with ``alpha ~ U[-a, a]``, ``a`` = 3 and 6, FID(original, edited) on the
-  in-domain features of the shipped digit classifier (its penultimate
-  layer). ``alpha`` is in units of the standard deviation of W along the
-  direction (for lifted directions: of the component's score), because the
-  built-in W has a small scale (per-coordinate std about 0.08) and a unit
-  step would leave the data manifold for every method alike;
-* walk scores (Liu et al.): efficiency ``S_e`` and disentanglement ``S_d``
-  over unit-norm walks of up to three RMS standard deviations of W, against
-  15 attribute predictors (the classifier's 10 digit probabilities and 5
-  analytic pixel attributes mapped to (0, 1)),
+* PCA in W (factorized directly, as the papers do for StyleGAN2) and PCA with
+  ``init_components`` (500) components at the 16384-d init layer, lifted to W
+  by least squares (as they do for FastGAN's conv1);
+* FastICA in W and at the init layer (``ica_components``, ``init_ica_components``);
+* SCA (Chen & Rohe's sparse components) on a max-pooled intermediate layer
+  (``pooled_layer``), with PCA on the same pooled features beside it, as the
+  sparsity paper does;
+* SeFa on the style-affine weights,
 
-and writes a report: PNG grids of edits, walk-curve plots, tables in the
-layout of the papers' tables (Markdown + JSON) and an ``index.html``.
+then evaluates every set with
+
+* edit FID (Palaev et al.): ``fid_images`` images, each edited by one random
+  direction with ``alpha ~ U[-a, a]``, ``a`` = 3 and 6, ``alpha`` in standard
+  deviations of W along the direction (for lifted directions: of the
+  component's score); features: the penultimate layer of the network trained
+  on the testbed (``bridges.builtin.load_testbed_features``), or the Inception
+  network when ``inception_weights`` names its weights file;
+* the sparsity paper's ``S_e`` / ``S_d`` on the measured factors, over
+  unit-norm walks in W of up to three RMS standard deviations of W
+  (:func:`jaxfactor.metrics.disentanglement.factor_walk_scores`);
+* ground truth: the factor-change matrix (factor standard deviations per unit
+  W distance), each direction's best-matched factor and its share, and DCI
+  (Eastwood & Williams 2018) of the directions' coordinates against the
+  measured factors;
+
+and writes a self-contained report folder (:mod:`.report`): ``index.html``
+with real tables (the papers' Tables 1-3 and the sparsity paper's Table 1),
+the claims of both papers answered yes/no with the numbers, labelled edit
+grids (nearest-neighbour, 96 px cells), heat maps, walk curves and the Fig. 2
+scatter; plus ``results.json`` and ``tables.md``.
 """
 from __future__ import annotations
 
 import html
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,25 +52,41 @@ import numpy as np
 from .._extras import require_all
 from .._io import atomic_write_text
 
-# What the demo imports beyond the engine: the built-in generator (torch),
-# PNG grids and plots (pillow; the 'torch' extra), the digit classifier (flax, optax).
-REQUIRED_MODULES = ("torch", "PIL", "flax", "optax")
+# What the demo imports beyond the engine: the testbed generator (torch), PNGs
+# (pillow), plots (matplotlib), the feature network (flax, optax).
+REQUIRED_MODULES = ("torch", "PIL", "matplotlib", "flax", "optax")
+
+#: Factors whose values are angles: differences are taken modulo these periods.
+_PERIODS = {"hue": 360.0, "rotation": 180.0}
 
 
 @dataclass
 class DemoConfig:
-    """Sizes of a demo run (defaults: the full run, a few minutes on 2 cores)."""
+    """Sizes of a demo run (defaults: the full run; :meth:`quick` for smoke tests).
 
-    n_samples: int = 5000
+    ``layers`` (``None`` for the testbed plan described in the module
+    docstring) runs, for each named layer, PCA (``components``), FastICA (each
+    of ``ica_components``) and SCA (``components``), then SeFa.
+    """
+
+    n_samples: int = 4000
     components: int = 16
-    ica_components: tuple = (8, 16)
+    ica_components: tuple = (16, 32)
+    init_components: int = 500
+    init_ica_components: tuple = (100,)
+    pooled_layer: str = "synthesis.conv8"
+    pool_size: int = 4
     fid_images: int = 1000
     alpha_ranges: tuple = (3.0, 6.0)
-    walk_samples: int = 200
-    walk_steps: int = 3
-    grid_directions: int = 8
+    walk_samples: int = 48
+    walk_steps: int = 2
+    walk_directions: int = 8
+    dci_samples: int = 2000
+    grid_directions: int = 6
+    grid_samples: int = 3
     grid_alphas: tuple = (-6.0, -3.0, 0.0, 3.0, 6.0)
-    layers: tuple = ("w", "synthesis.init")
+    layers: tuple | None = None
+    inception_weights: str | None = None
     seed: int = 0
     show_progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -60,8 +94,10 @@ class DemoConfig:
     @classmethod
     def quick(cls, **kw):
         """Reduced sizes for smoke tests (well under a minute)."""
-        base = dict(n_samples=600, components=4, ica_components=(4,), fid_images=200,
-                    walk_samples=20, walk_steps=2, grid_directions=3, show_progress=False)
+        base = dict(n_samples=400, components=4, ica_components=(4,), init_components=16,
+                    init_ica_components=(4,), fid_images=100, walk_samples=8, walk_steps=1,
+                    walk_directions=3, dci_samples=300, grid_directions=2, grid_samples=1,
+                    show_progress=False)
         base.update(kw)
         return cls(**base)
 
@@ -70,57 +106,89 @@ def _log(msg: str) -> None:
     print(f"[jaxfactor demo] {msg}", flush=True)
 
 
-class _Builtin:
-    """The built-in generator and its evaluators, as plain callables."""
+class _Testbed:
+    """The testbed generator, its measurement and its feature network, as plain callables."""
 
-    def __init__(self):
+    def __init__(self, inception_weights=None):
         import torch
 
-        from bridges.builtin import analytic_attributes, load_builtin_classifier, load_builtin_generator
+        from bridges.builtin import load_testbed_features, load_testbed_generator
+        from bridges.builtin import testbed
         from bridges.generators import as_adapter, sample_z
         from bridges.render import render_codes
 
         self.torch = torch
-        self.G = load_builtin_generator()
+        self.testbed = testbed
+        self.G = load_testbed_generator()
         self.adapter = as_adapter(self.G)
-        self.classifier = load_builtin_classifier()
-        self._analytic = analytic_attributes
         self._sample_z = sample_z
         self._render_codes = render_codes
+        if inception_weights is None:
+            self.feature_net = load_testbed_features()
+            self.feature_name = (f"the testbed feature network's penultimate layer "
+                                 f"({self.feature_net.config.hidden}-d)")
+            self._features = lambda images: self.feature_net.features(images)
+        else:
+            from bridges.features import InceptionFeatures
+
+            extractor = InceptionFeatures(inception_weights, input_range=(-1.0, 1.0))
+            self.feature_name = "Inception pool features (2048-d)"
+            self._features = extractor
 
     def w_of(self, seed: int, n: int) -> np.ndarray:
         z = self.torch.from_numpy(self._sample_z(seed, 0, n, self.adapter.z_dim))
         return self.adapter.codes(z)["w"].numpy().astype(np.float32)
 
     def render(self, w: np.ndarray) -> np.ndarray:
-        """``(b, 64)`` W codes -> ``(b, 8, 8, 1)`` float images in [-1, 1]."""
+        """``(b, 64)`` W codes -> ``(b, 32, 32, 3)`` float images in [-1, 1]."""
         return self._render_codes(self.adapter, w, space="w")
 
     def features(self, images):
-        return self.classifier.features(images)
+        return self._features(images)
 
-    def attributes(self, images):
-        digits = self.classifier.predict(images)
-        pix = self._analytic(images[..., 0], value_range=(-1.0, 1.0), layout="NHWC", probabilities=True)
-        return np.concatenate([digits, pix.values], axis=1)
+    def measure(self, images) -> np.ndarray:
+        return self.testbed.measure(images, value_range=(-1.0, 1.0)).values
 
     @property
-    def attribute_names(self):
-        from bridges.builtin import ATTRIBUTE_NAMES
+    def factor_names(self):
+        return list(self.testbed.FACTOR_NAMES)
 
-        return [f"digit {d}" for d in range(10)] + list(ATTRIBUTE_NAMES)
+    @property
+    def factor_units(self):
+        return list(self.testbed.FACTOR_UNITS)
 
     def sefa_weights(self):
         """Style-affine weights ``(C_l, 64)`` of the modulated layers (SeFa's input)."""
-        return [m.affine.weight.detach().numpy() for name, m in self.G.synthesis.named_children()
+        return [m.affine.weight.detach().numpy() for _, m in self.G.synthesis.named_children()
                 if hasattr(m, "affine")]
 
 
-def _to_uint8(images: np.ndarray, upscale: int = 4) -> np.ndarray:
-    x = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-    if upscale > 1:
-        x = x.repeat(upscale, axis=-3).repeat(upscale, axis=-2)
-    return x
+def _plans(cfg: DemoConfig) -> list[dict]:
+    """The (layer, method, components, pooling) runs of a config, in report order."""
+    def plan(layer, method, k, pool=False):
+        return {"layer": layer, "method": method, "k": int(k),
+                "pool": ("max", cfg.pool_size) if pool else None}
+
+    if cfg.layers is not None:
+        out = []
+        for layer in cfg.layers:
+            out.append(plan(layer, "pca", cfg.components))
+            out += [plan(layer, "ica", k) for k in cfg.ica_components]
+            out.append(plan(layer, "sca", cfg.components))
+        return out + [plan("weights", "sefa", cfg.components)]
+    return ([plan("w", "pca", cfg.components), plan("synthesis.init", "pca", cfg.init_components)]
+            + [plan("w", "ica", k) for k in cfg.ica_components]
+            + [plan("synthesis.init", "ica", k) for k in cfg.init_ica_components]
+            + [plan(cfg.pooled_layer, "pca", cfg.components, pool=True),
+               plan(cfg.pooled_layer, "sca", cfg.components, pool=True),
+               plan("weights", "sefa", cfg.components)])
+
+
+def _label(p: dict) -> str:
+    where = {"w": "W", "weights": "weights"}.get(p["layer"], p["layer"] + " -> W")
+    if p["pool"] is not None:
+        where = f"{p['layer']} max-pooled {p['pool'][1]}x{p['pool'][1]} -> W"
+    return f"{p['method'].upper()}-{p['k']} ({where})"
 
 
 def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> dict:
@@ -144,46 +212,63 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig | None = None) -> di
         return _run_demo(out_dir, config)
 
 
-def _run_demo(out_dir, config):
-    from bridges.render import save_grid
+def _coordinates(w: np.ndarray, mean: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Least-squares coordinates ``c`` of ``w - mean`` along the rows of ``directions``."""
+    c, *_ = np.linalg.lstsq(directions.T.astype(np.float64), (w - mean).T.astype(np.float64),
+                            rcond=None)
+    return c.T
 
+
+def _run_demo(out_dir, config):
     from ..directions import save_directions
+    from ..metrics.disentanglement import (
+        best_factors,
+        dci,
+        factor_change_matrix,
+        factor_walk,
+        factor_walk_scores,
+    )
     from ..metrics.protocols import edit_fid
-    from ..metrics.walks import plot_walk_curves, walk_predictions, walk_scores
+    from ..metrics.walks import plot_walk_curves
+    from . import report as R
     from .pipeline import discover, progress_bar
 
     cfg = config or DemoConfig()
     out = Path(out_dir)
-    for sub in ("grids", "walks", "directions"):
+    for sub in ("grids", "cells", "walks", "heatmaps", "directions"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    _log("loading the built-in generator and classifier")
-    b = _Builtin()
-    from bridges.generators import describe_sampler  # after _Builtin checked the extras
+    _log("loading the testbed generator and its feature network")
+    b = _Testbed(cfg.inception_weights)
+    from bridges.generators import describe_sampler  # after _Testbed checked the extras
 
     w_ref = b.w_of(cfg.seed + 1, 4000)
+    w_mean = w_ref.mean(axis=0)
     w_cov = np.cov(w_ref, rowvar=False)
     rms_std = float(np.sqrt(np.trace(w_cov) / w_cov.shape[0]))
+    names = b.factor_names
+    periods = [_PERIODS.get(n, 0.0) for n in names]
 
-    plans = []
-    for layer in cfg.layers:
-        plans.append((layer, "pca", cfg.components))
-        for k in cfg.ica_components:
-            plans.append((layer, "ica", k))
-        plans.append((layer, "sca", cfg.components))
-    plans.append(("weights", "sefa", cfg.components))
+    # the measured factors of one set of samples serve every method's DCI and scales
+    w_dci = w_ref[:cfg.dci_samples]
+    f_dci = b.measure(b.render(w_dci))
+    f_mean, f_std = f_dci.mean(axis=0), np.maximum(f_dci.std(axis=0), 1e-6)
 
     fid_latents = b.w_of(cfg.seed + 2, cfg.fid_images)
     walk_latents = b.w_of(cfg.seed + 3, cfg.walk_samples)
-    grid_latent = b.w_of(cfg.seed + 4, 1)
+    grid_latents = b.w_of(cfg.seed + 4, cfg.grid_samples)
     distances = np.linspace(0.0, 3.0 * rms_std, cfg.walk_steps + 1)[1:]
     original_stats = None
     rows = []
-    for layer, method, k in plans:
-        label = f"{method.upper()}-{k} ({'W' if layer == 'w' else 'weights' if layer == 'weights' else layer + ' -> W'})"
+    pooled_fits = {}
+    for p in _plans(cfg):
+        layer, method, k = p["layer"], p["method"], p["k"]
+        label = _label(p)
         _log(f"{label}: discovering")
         found = discover(b.adapter, "w" if layer == "weights" else layer, method, k,
                          n_samples=cfg.n_samples, seed=cfg.seed, batch_size=500,
+                         pool=p["pool"][0] if p["pool"] else None,
+                         pool_size=p["pool"][1] if p["pool"] else None,
                          sefa_weights=b.sefa_weights() if method == "sefa" else None,
                          random_state=cfg.seed, show_progress=cfg.show_progress,
                          # the demo's ICA runs to 400 iterations (the library default is 200)
@@ -194,16 +279,18 @@ def _run_demo(out_dir, config):
         else:
             sigma = found.scales.astype(np.float64)  # latent length of a one-std score step
         scaled = dirs * sigma[:, None]
-        tag = f"{layer.replace('.', '_')}_{method}_{k}"
+        tag = f"{layer.replace('.', '_')}_{method}_{k}" + ("_maxpool" if p["pool"] else "")
         save_directions(out / "directions" / f"{tag}.npz", dirs.astype(np.float32),
                         sigma.astype(np.float32), method=method, space="w",
                         layer=None if layer == "weights" else layer,
-                        params={"n_components": k},
-                        generator="bridges.builtin (8x8 digits GAN)",
+                        params={"n_components": k, "pool": p["pool"][0] if p["pool"] else None,
+                                "pool_size": p["pool"][1] if p["pool"] else None},
+                        generator="bridges.builtin:load_testbed_generator (testbed GAN)",
                         provenance={"n_samples": cfg.n_samples, "seed": cfg.seed,
                                     "sampler": describe_sampler(cfg.seed, b.adapter.z_dim)})
         row = {"method": method.upper(), "components": k, "layer": layer, "label": label,
-               "discover_seconds": round(found.seconds, 3)}
+               "pool": f"max {p['pool'][1]}x{p['pool'][1]}" if p["pool"] else "",
+               "discover_seconds": round(found.seconds, 3), "tag": tag}
         if found.r2 is not None:
             row["lift_r2_mean"] = float(np.mean(found.r2))
         est = found.estimator
@@ -211,93 +298,334 @@ def _run_demo(out_dir, config):
             if hasattr(est, attr):
                 v = getattr(est, attr)
                 row[attr.rstrip("_")] = v.item() if hasattr(v, "item") else v
+        if p["pool"] and method in ("pca", "sca"):
+            pooled_fits[method] = (p, est)
+        t_eval = time.perf_counter()
         for a in cfg.alpha_ranges:
             res = edit_fid(b.render, fid_latents, scaled, b.features, alpha_range=a, seed=cfg.seed,
                            normalize=False, batch_size=500, original_statistics=original_stats)
             original_stats = res.original_statistics
             row[f"fid_a{a:g}"] = float(res.fid)
-        with progress_bar(len(dirs), f"{label}: walks", cfg.show_progress):
-            walk = walk_predictions(b.render, b.attributes, walk_latents, dirs, distances,
-                                    normalize=True, batch_size=1000)
-        scores = walk_scores(walk)
+        n_eval = min(cfg.walk_directions, len(dirs))
+        with progress_bar(n_eval, f"{label}: walks", cfg.show_progress):
+            walk = factor_walk(b.render, b.measure, walk_latents, dirs[:n_eval], distances,
+                               batch_size=1000)
+        changes = factor_change_matrix(walk, scale=f_std, periods=periods)
+        best, share = best_factors(changes)
+        scores = factor_walk_scores(walk, f_mean, f_std)
         row["S_e"] = float(scores.efficiency)
         row["S_d"] = float(scores.disentanglement)
-        plot_walk_curves(scores, out / "walks" / f"{tag}.png",
-                         direction_names=[f"dir {i}" for i in range(len(dirs))],
-                         attribute_names=b.attribute_names)
-        n_grid = min(cfg.grid_directions, len(dirs))
-        alphas = np.asarray(cfg.grid_alphas)
-        steps = scaled[:n_grid, None, :] * alphas[None, :, None]  # (rows, cols, d)
-        tiles = _to_uint8(b.render((grid_latent + steps).reshape(-1, dirs.shape[1])))
-        save_grid(tiles.reshape(n_grid, len(alphas), *tiles.shape[1:]), out / "grids" / f"{tag}.png")
-        row["grid"] = f"grids/{tag}.png"
+        row["share_mean"] = float(np.nanmean(share))
+        row["best_factors"] = [names[i] for i in best]
+        row["best_shares"] = [float(s) for s in share]
+        row["factor_changes"] = changes.tolist()
+        n_codes = min(len(dirs), cfg.walk_directions, w_ref.shape[1])
+        varying = np.flatnonzero(f_dci.std(axis=0) > 0)       # a constant factor has no code
+        if n_codes >= 2 and varying.size >= 2:
+            scores_dci = dci(_coordinates(w_dci, w_mean, dirs[:n_codes]), f_dci[:, varying])
+            row["dci_D"] = scores_dci.disentanglement
+            row["dci_C"] = scores_dci.completeness
+            row["dci_I"] = float(np.mean(scores_dci.informativeness))
+        row["dci_codes"] = n_codes
+        row["dci_factors"] = [names[j] for j in varying]
+        dir_names = [f"dir {i}: {names[best[i]]}" for i in range(n_eval)]
+        plot_walk_curves(scores, out / "walks" / f"{tag}.png", direction_names=dir_names,
+                         attribute_names=names)
+        R.plot_heatmap(changes, dir_names, [f"{n} ({u})" for n, u in zip(names, b.factor_units)],
+                       out / "heatmaps" / f"{tag}.png",
+                       title=f"{label}: factor change per unit walk in W",
+                       unit="factor std per unit W distance")
         row["walk_plot"] = f"walks/{tag}.png"
+        row["heatmap"] = f"heatmaps/{tag}.png"
+        row.update(_grids(b, R, out, tag, scaled, grid_latents, cfg, best, share, names))
+        row["evaluate_seconds"] = round(time.perf_counter() - t_eval, 3)
         rows.append(row)
         fids = ", ".join("a=%g: %.3f" % (a, row["fid_a%g" % a]) for a in cfg.alpha_ranges)
-        _log(f"{label}: FID {fids}; S_e {row['S_e']:.3f}, S_d {row['S_d']:.3f}")
+        _log(f"{label}: FID {fids}; S_e {row['S_e']:.3f}, S_d {row['S_d']:.3f}, "
+             f"DCI D {row.get('dci_D', float('nan')):.3f}")
     # alpha = 0 control: the same protocol with zero strength must give FID ~ 0
     zero = edit_fid(b.render, fid_latents, np.zeros((1, fid_latents.shape[1])), b.features,
                     alpha_range=1.0, seed=cfg.seed, normalize=False, batch_size=500,
                     original_statistics=original_stats)
+    fig2 = _figure2(b, R, out, cfg, pooled_fits) if len(pooled_fits) == 2 else None
     results = {"config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
+               "generator": "bridges.builtin:load_testbed_generator",
+               "feature_network": b.feature_name,
                "w_rms_std": rms_std, "walk_distances": distances.tolist(),
-               "attribute_names": b.attribute_names, "fid_alpha0_control": float(zero.fid),
-               "rows": rows, "seconds": round(time.perf_counter() - t_start, 1)}
-    _write_report(out, results, cfg)
+               "factor_names": names, "factor_units": b.factor_units,
+               "attribute_names": names,
+               "factor_std": f_std.tolist(), "fid_alpha0_control": float(zero.fid),
+               "rows": rows, "figure2": fig2}
+    results["claims"] = _claims(rows, cfg)
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    _write_report(out, results, cfg, R)
     _log(f"done in {results['seconds']:.0f} s; open {out / 'index.html'}")
     return results
 
 
-def _fmt(v, digits=3):
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return "" if v is None else str(v)
+def _grids(b, R, out, tag, scaled, grid_latents, cfg, best, share, names) -> dict:
+    """Edit grids: one PNG cell per (direction, alpha), samples stacked, 96 px tiles."""
+    n_grid = min(cfg.grid_directions, len(scaled))
+    alphas = np.asarray(cfg.grid_alphas, np.float64)
+    s = grid_latents.shape[0]
+    steps = scaled[:n_grid, None, None, :] * alphas[None, :, None, None]      # (r, a, 1, d)
+    codes = (grid_latents[None, None] + steps).reshape(-1, grid_latents.shape[1])
+    tiles = R.upscale(R.to_uint8(b.render(codes)), 96)                        # (r*a*s, H, W, 3)
+    h, w = tiles.shape[1:3]
+    tiles = tiles.reshape(n_grid, len(alphas), s, h, w, 3)
+    cells = []
+    for i in range(n_grid):
+        row_cells = []
+        for j, a in enumerate(alphas):
+            column = np.full((s * (h + 2), w, 3), 255, np.uint8)
+            for k in range(s):
+                column[k * (h + 2):k * (h + 2) + h] = tiles[i, j, k]
+            rel = f"cells/{tag}_d{i}_a{j}.png"
+            R.save_png(column, out / rel)
+            row_cells.append(rel)
+        cells.append(row_cells)
+    gap = 2
+    full = np.full((n_grid * (s * (h + gap)) + gap, len(alphas) * (w + gap) + gap, 3), 255, np.uint8)
+    for i in range(n_grid):
+        for j in range(len(alphas)):
+            for k in range(s):
+                y = gap + (i * s + k) * (h + gap)
+                x = gap + j * (w + gap)
+                full[y:y + h, x:x + w] = tiles[i, j, k]
+    R.save_png(full, out / "grids" / f"{tag}.png")
+    labels = []
+    for i in range(n_grid):
+        if i < len(best):
+            labels.append(f"dir {i}: {names[best[i]]} ({share[i]:.2f} of its change)")
+        else:
+            labels.append(f"dir {i}")
+    return {"grid": f"grids/{tag}.png", "grid_cells": cells, "grid_labels": labels,
+            "grid_alphas": alphas.tolist()}
 
 
-def _tables(results: dict, cfg: DemoConfig) -> str:
+def _figure2(b, R, out, cfg, pooled_fits):
+    """The sparsity paper's Fig. 2 on the pooled layer: the PCA plane, PCA's and SCA's bases.
+
+    Uses the pooled-layer PCA and SCA fits of the run (their first two
+    components) on fresh samples of the same layer.
+    """
+    from bridges.activations import ActivationStream
+
+    p, pca = pooled_fits["pca"]
+    _, sca = pooled_fits["sca"]
+    n = min(cfg.n_samples, 1500)
+    stream = ActivationStream(latent=b.adapter, layer=p["layer"], n_samples=n, batch_size=500,
+                              seed=cfg.seed + 5, pool=p["pool"][0], pool_size=p["pool"][1])
+    x = np.concatenate([np.asarray(blk) for blk in stream.blocks(500)]).astype(np.float64)
+    w = np.asarray(stream.latents(0, n)["w"])
+    factors = b.measure(b.render(w))
+    v = np.asarray(pca.components_, np.float64)[:2]
+    y = np.asarray(sca.components_, np.float64)[:2]
+    y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-300)
+    mean = x.mean(axis=0)
+    pts = (x - mean) @ v.T
+    sca_in_plane = y @ v.T                                      # SCA axes in PCA coordinates
+    sca_scores = (x - mean) @ y.T
+    names = b.factor_names
+    picks = []
+    for i in range(2):
+        corr = [abs(np.corrcoef(sca_scores[:, i], factors[:, j])[0, 1]) if factors[:, j].std() > 0
+                else 0.0 for j in range(len(names))]
+        picks.append(int(np.nanargmax(corr)))
+    path = R.plot_basis_scatter(pts, [factors[:, j] for j in picks],
+                                [f"{names[j]} ({b.factor_units[j]})" for j in picks],
+                                {"PCA": np.eye(2), "SCA": sca_in_plane}, out / "figure2.png",
+                                title=f"{p['layer']} max-pooled {p['pool'][1]}x{p['pool'][1]}: "
+                                      f"{n} samples on the first two PCA axes")
+    in_plane = float(np.mean(np.linalg.norm(sca_in_plane, axis=1)))
+    return {"path": os.path.relpath(path, out), "coloured_by": [names[j] for j in picks],
+            "sca_in_pca_plane": in_plane, "n_samples": n,
+            "sca_loading_zeros": float(np.mean(np.abs(y) < 1e-12))}
+
+
+def _find(rows, method, layer=None, pooled=None):
+    for r in rows:
+        if r["method"] == method and (layer is None or r["layer"] == layer) and \
+                (pooled is None or bool(r["pool"]) == pooled):
+            yield r
+
+
+def _claims(rows, cfg) -> list[dict]:
+    """The papers' claims, answered on this generator with the numbers."""
+    claims = []
+
+    def add(paper, claim, theirs, here, holds):
+        claims.append({"paper": paper, "claim": claim, "paper_numbers": theirs, "here": here,
+                       "reproduced": None if holds is None else bool(holds)})
+
+    def num(r, key):
+        v = r.get(key)
+        return float("nan") if v is None else float(v)
+
+    a_lo, a_hi = (f"fid_a{a:g}" for a in cfg.alpha_ranges[:2]) if len(cfg.alpha_ranges) >= 2 \
+        else (None, None)
+    if a_lo:
+        worse = [r for r in rows if num(r, a_hi) >= num(r, a_lo)]
+        add("Palaev et al.", f"stronger edits (a = {cfg.alpha_ranges[1]:g}) cost more FID than "
+            f"a = {cfg.alpha_ranges[0]:g}", "every row of their Tables 1-3",
+            f"{len(worse)} of {len(rows)} methods", len(worse) == len(rows))
+    pca_init = next(_find(rows, "PCA", "synthesis.init"), None)
+    ica_init = list(_find(rows, "ICA", "synthesis.init"))
+    if pca_init and ica_init and a_lo:
+        best = min(ica_init, key=lambda r: num(r, a_hi))
+        holds = num(best, a_hi) <= 1.1 * num(pca_init, a_hi)
+        add("Palaev et al.", "ICA at the init layer edits as realistically as PCA (FID within 10 %)",
+            "FastGAN a = 6: PCA 24.33, ICA-500 24.13, ICA-1000 23.82",
+            f"a = {cfg.alpha_ranges[1]:g}: PCA-{pca_init['components']} {num(pca_init, a_hi):.3f}, "
+            f"ICA-{best['components']} {num(best, a_hi):.3f}", holds)
+    ica_w = sorted(_find(rows, "ICA", "w"), key=lambda r: r["components"])
+    pca_w = next(_find(rows, "PCA", "w"), None)
+    if pca_w and len(ica_w) >= 1:
+        d = [num(r, "dci_D") for r in ica_w]
+        grows = all(b >= a for a, b in zip(d, d[1:])) if len(d) > 1 else None
+        above = d[-1] > num(pca_w, "dci_D")
+        holds = above and (grows is not False)
+        add("Palaev et al.", "ICA is more disentangled than PCA as components grow (DCI D in W)",
+            "qualitative: ICA edits change fewer attributes",
+            "PCA {:.3f}; ".format(num(pca_w, "dci_D")) + ", ".join(
+                f"ICA-{r['components']} {v:.3f}" for r, v in zip(ica_w, d)), holds)
+    sca = next(_find(rows, "SCA", pooled=True), None) or next(_find(rows, "SCA"), None)
+    pca_same = (next(_find(rows, "PCA", sca["layer"], bool(sca["pool"])), None) if sca else None)
+    sefa = next(_find(rows, "SEFA"), None)
+    if sca and pca_same:
+        ratio = num(sca, "S_e") / num(pca_same, "S_e") if num(pca_same, "S_e") else float("nan")
+        add("Liu et al.", "SCA is more efficient than PCA (S_e, same layer)",
+            "S_e SCA 6.234 vs PCA 0.492 (12.7x)",
+            f"S_e SCA {num(sca, 'S_e'):.3f} vs PCA {num(pca_same, 'S_e'):.3f} ({ratio:.2f}x)",
+            num(sca, "S_e") > num(pca_same, "S_e"))
+        add("Liu et al.", "SCA is at least as disentangled as PCA (S_d, same layer)",
+            "S_d SCA 0.745 vs PCA 0.740",
+            f"S_d SCA {num(sca, 'S_d'):.3f} vs PCA {num(pca_same, 'S_d'):.3f}",
+            num(sca, "S_d") >= num(pca_same, "S_d"))
+        add("Liu et al.", "SCA directions move one factor more than PCA's (best-factor share, "
+            "ground truth)", "not measured there (no ground truth)",
+            f"SCA {num(sca, 'share_mean'):.3f} vs PCA {num(pca_same, 'share_mean'):.3f}",
+            num(sca, "share_mean") > num(pca_same, "share_mean"))
+    if sefa and sca:
+        add("Liu et al.", "SeFa is the least disentangled of PCA, SCA and SeFa (S_d)",
+            "S_d SeFa 0.684 < PCA 0.740 < SCA 0.745",
+            f"S_d SeFa {num(sefa, 'S_d'):.3f}, PCA {num(pca_same, 'S_d') if pca_same else float('nan'):.3f}, "
+            f"SCA {num(sca, 'S_d'):.3f}",
+            num(sefa, "S_d") <= min(num(sca, "S_d"), num(pca_same, "S_d") if pca_same else np.inf))
+    return claims
+
+
+def _tables_markdown(results: dict, cfg: DemoConfig) -> str:
     a_cols = [f"fid_a{a:g}" for a in cfg.alpha_ranges]
-    lines = ["# jaxfactor demo: built-in digits generator", "",
-             f"Edit FID: {cfg.fid_images} images, one random direction each, alpha ~ U[-a, a] in units of "
-             f"the standard deviation along the direction; features: the digit classifier's penultimate "
-             f"layer. Control with alpha = 0: FID = {results['fid_alpha0_control']:.2e}.", "",
-             "## Edit FID by method, components and alpha range (lower: edits stay realistic)", "",
-             "| method | layer | components | " + " | ".join(f"FID a={a:g}" for a in cfg.alpha_ranges) + " |",
-             "|---|---|---|" + "---|" * len(a_cols)]
+    lines = ["# jaxfactor demo: testbed generator", "",
+             "| method | layer | components | " + " | ".join(f"FID a={a:g}" for a in cfg.alpha_ranges)
+             + " | S_e | S_d | DCI D | DCI C | share |",
+             "|---|---|---|" + "---|" * (len(a_cols) + 5)]
     for r in results["rows"]:
-        lines.append(f"| {r['method']} | {r['layer']} | {r['components']} | "
-                     + " | ".join(_fmt(r[c]) for c in a_cols) + " |")
-    lines += ["", "## Walk efficiency and disentanglement (higher is better)", "",
-              f"Unit-norm walks up to {results['walk_distances'][-1]:.3f} in W "
-              f"(3 x the RMS standard deviation of W), {cfg.walk_samples} start points, 15 attributes.", "",
-              "| method | layer | components | S_e | S_d | lift R^2 | iterations | sparsity | seconds |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in results["rows"]:
-        lines.append(f"| {r['method']} | {r['layer']} | {r['components']} | {_fmt(r['S_e'])} | "
-                     f"{_fmt(r['S_d'])} | {_fmt(r.get('lift_r2_mean'))} | {_fmt(r.get('n_iter'))} | "
-                     f"{_fmt(r.get('sparsity'))} | {_fmt(r['discover_seconds'], 2)} |")
+        vals = [r.get(c) for c in a_cols] + [r.get(k) for k in ("S_e", "S_d", "dci_D", "dci_C",
+                                                                  "share_mean")]
+        lines.append(f"| {r['method']} | {r['layer']} {r.get('pool', '')} | {r['components']} | "
+                     + " | ".join("" if v is None else f"{v:.3f}" for v in vals) + " |")
+    lines += ["", "## Claims", ""]
+    for c in results["claims"]:
+        verdict = {True: "yes", False: "no", None: "n/a"}[c["reproduced"]]
+        lines.append(f"- {c['paper']}: {c['claim']} -- **{verdict}** ({c['here']}; paper: "
+                     f"{c['paper_numbers']})")
     return "\n".join(lines) + "\n"
 
 
-def _write_report(out: Path, results: dict, cfg: DemoConfig) -> None:
-    md = _tables(results, cfg)
-    for name, text in (("results.json", json.dumps(results, indent=2)), ("tables.md", md)):
-        atomic_write_text(out / name, text)
-    cards = []
-    alpha_list = ", ".join("%g" % a for a in cfg.grid_alphas)
-    for r in results["rows"]:
-        fids = ", ".join("a=%g: %.3f" % (a, r["fid_a%g" % a]) for a in cfg.alpha_ranges)
-        cards.append(
-            f"<section><h3>{html.escape(r['label'])}</h3>"
-            f"<p>FID {fids}; "
-            f"S<sub>e</sub> {r['S_e']:.3f}, S<sub>d</sub> {r['S_d']:.3f}</p>"
-            f"<figure><img src='{r['grid']}' alt='edit grid' style='image-rendering:pixelated'>"
-            f"<figcaption>rows: directions; columns: alpha = {alpha_list} (std units)"
-            f"</figcaption></figure>"
-            f"<figure><img src='{r['walk_plot']}' alt='walk curves' style='max-width:100%'></figure></section>")
-    table_html = "<pre>" + html.escape(md) + "</pre>"
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>jaxfactor demo</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}section{border-top:1px solid #ccc;"
-            "padding:8px 0}figure{display:inline-block;vertical-align:top;margin:4px}</style></head><body>"
-            "<h1>jaxfactor demo: directions in the built-in digits generator</h1>"
-            + table_html + "".join(cards) + "</body></html>")
-    atomic_write_text(out / "index.html", page)
+def _write_report(out: Path, results: dict, cfg: DemoConfig, R) -> None:
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "tables.md", _tables_markdown(results, cfg))
+    sections = []
+    from bridges.builtin.testbed_gan import default_testbed_path
+
+    samples = default_testbed_path().parent / "testbed_gan_samples.png"
+    rows = results["rows"]
+    intro = (f"<p>Generator: the testbed GAN ({html.escape(results['generator'])}): 32 x 32 RGB "
+             f"shapes, W of 64 dimensions, init layer 1024 x 4 x 4 = 16384 features. Every image's "
+             f"seven factors ({', '.join(results['factor_names'])}) are measured from its pixels. "
+             f"Run time {results['seconds']:.1f} s.</p>")
+    if samples.is_file():
+        shutil.copyfile(samples, out / "samples.png")
+        intro += ("<figure><img src='samples.png' class='px' alt='testbed GAN samples (top) and "
+                  "real testbed images (bottom)'><figcaption>Top: 50 samples of the GAN; bottom: "
+                  "50 rendered testbed images.</figcaption></figure>")
+    sections.append("<section>" + intro + "</section>")
+
+    claim_rows = [{**c, "verdict": {True: "yes", False: "no", None: "n/a"}[c["reproduced"]]}
+                  for c in results["claims"]]
+    sections.append("<section><h2>Do the papers' claims hold here?</h2>" + R.html_table(
+        [R.Column("paper", "paper"), R.Column("claim", "claim"),
+         R.Column("paper_numbers", "in the paper"), R.Column("here", "on the testbed"),
+         R.Column("verdict", "reproduced")], claim_rows, table_id="claims",
+        caption="Each claim answered yes/no with the numbers of this run") + "</section>")
+
+    fid_cols = [R.Column(f"fid_a{a:g}", f"edit FID a = {a:g}", "Fréchet distance, lower = more "
+                         "realistic edits") for a in cfg.alpha_ranges]
+    base = [R.Column("method", "method"), R.Column("layer", "layer"), R.Column("pool", "pooling"),
+            R.Column("components", "components", "count", numeric=True)]
+    sections.append(
+        "<section><h2>Edit FID by method, components and alpha range (Tables 1-3 of Palaev et al.)"
+        "</h2><p>" + html.escape(
+            f"{cfg.fid_images} images, one random direction each, alpha ~ U[-a, a] in standard "
+            f"deviations along the direction; features: {results['feature_network']}. Control "
+            f"with alpha = 0: FID = {results['fid_alpha0_control']:.2e}.") + "</p>"
+        + R.html_table(base + fid_cols, rows, table_id="fid", caption="Edit FID") + "</section>")
+    walk_cols = [
+        R.Column("S_e", "S_e", "prob. / unit W"),
+        R.Column("S_d", "S_d", "0-1"),
+        R.Column("dci_D", "DCI D", "0-1"),
+        R.Column("dci_C", "DCI C", "0-1"),
+        R.Column("dci_I", "DCI I", "mean R^2"),
+        R.Column("share_mean", "factor share", "mean, 0-1"),
+        R.Column("lift_r2_mean", "lift R^2", "mean"),
+        R.Column("discover_seconds", "discovery time", "s", digits=2),
+    ]
+    sections.append(
+        "<section><h2>Efficiency and disentanglement (Table 1 of Liu et al.) and ground truth</h2>"
+        "<p>" + html.escape(
+            f"Unit-norm walks in W of up to {results['walk_distances'][-1]:.3f} (3 x the RMS "
+            f"standard deviation of W) from {cfg.walk_samples} start points along the first "
+            f"{cfg.walk_directions} directions; the 'attribute probability' of the paper is the "
+            f"logistic of each measured factor's z-score. DCI (Eastwood & Williams 2018, linear "
+            f"regressor): disentanglement D, completeness C and informativeness I of the "
+            f"coordinates along the first directions against the measured factors of "
+            f"{cfg.dci_samples} samples. Factor share: the best-matched factor's share of a "
+            f"direction's factor change (in factor standard deviations), averaged.") + "</p>"
+        + R.html_table(base + walk_cols, rows, table_id="walks",
+                       caption="Walk scores and ground-truth disentanglement") + "</section>")
+    fig2 = results.get("figure2")
+    if fig2:
+        sections.append(
+            "<section><h2>Fig. 2 of Liu et al. on the pooled layer</h2>"
+            f"<figure><img src='{fig2['path']}' alt='PCA and SCA bases on the pooled layer'>"
+            "<figcaption>" + html.escape(
+                f"{fig2['n_samples']} samples on the first two PCA axes of the pooled layer, "
+                f"coloured by the factors most correlated with SCA's two components "
+                f"({', '.join(fig2['coloured_by'])}); arrows: the PCA basis and SCA's "
+                f"(projected on the plane; mean in-plane length {fig2['sca_in_pca_plane']:.2f}); "
+                f"{100 * fig2['sca_loading_zeros']:.0f} % of SCA's loadings are zero.")
+            + "</figcaption></figure></section>")
+    for r in rows:
+        fids = ", ".join("a = %g: %.3f" % (a, r["fid_a%g" % a]) for a in cfg.alpha_ranges)
+        head = [f"<th scope='col'>alpha = {a:g}</th>" for a in r["grid_alphas"]]
+        body = []
+        for label, cells in zip(r["grid_labels"], r["grid_cells"]):
+            tds = "".join(f"<td><img class='px' src='{c}' alt='{html.escape(label)}'></td>"
+                          for c in cells)
+            body.append(f"<tr><th scope='row' class='row'>{html.escape(label)}</th>{tds}</tr>")
+        grid = (f"<table class='grid'><caption>Edits in std units; each cell: "
+                f"{cfg.grid_samples} samples</caption><thead><tr><th></th>{''.join(head)}</tr>"
+                f"</thead><tbody>{''.join(body)}</tbody></table>")
+        sections.append(
+            f"<section><h2>{html.escape(r['label'])}</h2><p>edit FID {fids}; S<sub>e</sub> "
+            f"{r['S_e']:.3f}, S<sub>d</sub> {r['S_d']:.3f}; DCI D "
+            f"{r.get('dci_D', float('nan')):.3f}. <a href='{r['grid']}'>whole grid as one PNG</a>"
+            f"</p>{grid}<figure><img src='{r['heatmap']}' alt='factor-change heat map'>"
+            f"<figcaption>Factor change per unit walk in W, in factor standard deviations."
+            f"</figcaption></figure><figure><img src='{r['walk_plot']}' alt='walk curves' "
+            f"style='max-width:100%'><figcaption>Walk curves: mean and spread over start points "
+            f"of the matched factors' probabilities.</figcaption></figure></section>")
+    R.write_page(out / "index.html", "jaxfactor demo: directions in the testbed generator",
+                 sections)
