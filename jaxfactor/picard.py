@@ -133,12 +133,34 @@ def _score(fun, y, alpha):
     raise ValueError(f"fun must be one of {PICARD_CONTRASTS}, got {fun!r}")
 
 
-def _moments(fun, y_t, alpha, n_valid):
+def _value_and_factor(fun, y, alpha):
+    """``(G(y), e)`` with the one exponential ``e`` the score reuses
+    (:func:`_score_from`): ``exp(-2 a |y|)`` (logcosh), ``exp(-y^2 / 2)`` (exp)."""
+    if fun == "logcosh":
+        u = alpha * jnp.abs(y)
+        e = jnp.exp(-2 * u)
+        return (u + jnp.log1p(e) - jnp.log(jnp.asarray(2, y.dtype))) / alpha, e
+    e = jnp.exp(-0.5 * y * y)
+    return 1 - e, e
+
+
+def _score_from(fun, y, e, alpha):
+    """:func:`_score` from :func:`_value_and_factor`'s ``e``, without another
+    transcendental: ``tanh(a y) = sign(y) (1 - e) / (1 + e)``."""
+    if fun == "logcosh":
+        t = jnp.sign(y) * (1 - e) / (1 + e)
+        return t, alpha * (1 - t * t), alpha
+    return y * e, (1 - y * y) * e, 1.0
+
+
+def _moments(fun, y_t, alpha, n_valid, e_t=None):
     """At sources ``y_t`` (``(k, n)``): ``M = E[psi(y) y^T]`` and ``E[psi'(y)]``,
-    ``E[y^2]`` per source, the means over the ``n_valid`` true samples."""
+    ``E[y^2]`` per source, the means over the ``n_valid`` true samples (``e_t``:
+    the factor of :func:`_value_and_factor`, when already computed)."""
     count = n_valid.astype(y_t.dtype)
     n_pad = (y_t.shape[1] - n_valid).astype(y_t.dtype)
-    psi, dpsi, dpsi0 = _score(fun, y_t, alpha)
+    psi, dpsi, dpsi0 = (_score(fun, y_t, alpha) if e_t is None
+                        else _score_from(fun, y_t, e_t, alpha))
     m = psi @ y_t.T / count                                  # the row sum over samples
     kappa = (jnp.sum(dpsi, axis=1) - n_pad * dpsi0) / count
     sig2 = jnp.sum(y_t * y_t, axis=1) / count
@@ -226,6 +248,7 @@ def ica_criteria(white: jax.Array, w: jax.Array, *, fun: str = "logcosh", alpha=
 class _State(NamedTuple):
     w: jax.Array          # (k, k)
     y_t: jax.Array        # (k, n) sources at w
+    g_t: jax.Array        # (k, n) G(y_t)
     grad: jax.Array       # (k, k) skew
     h: jax.Array          # (k, k) clipped Hessian approximation
     m: jax.Array          # (k, k) E[psi(y) y^T]
@@ -318,33 +341,33 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
     # samples on the minor axis, as in the fixed point: both products contract it
     white_t = jax.lax.optimization_barrier(white.T)
 
-    def line_search(w, y_t, direction, tries):
+    def line_search(st, direction, tries):
         """Backtracking on ``R(a D) W``: accept the first ``a = 1, 1/2, ...`` whose
-        summed elementwise change of ``G`` is negative."""
-        g_old = _contrast_value(fun, y_t, alpha)
+        summed elementwise change of ``G`` is negative. Returns ``(ok, a, W, Y, G(Y), e)``."""
 
-        def cond(st):
-            i, ok = st[0], st[1]
+        def cond(ls):
+            i, ok = ls[0], ls[1]
             return (~ok) & (i < tries)
 
-        def body(st):
-            i, _, a, _, _ = st
-            w_new = _retract(a * direction, retraction) @ w
+        def body(ls):
+            i, _, a = ls[:3]
+            w_new = _retract(a * direction, retraction) @ st.w
             y_new = w_new @ white_t
-            delta = jnp.sum(_contrast_value(fun, y_new, alpha) - g_old) / count
+            g_new, e_new = _value_and_factor(fun, y_new, alpha)
+            delta = jnp.sum(g_new - st.g_t) / count
             ok = (delta < 0) & jnp.isfinite(delta)
-            return i + 1, ok, jnp.where(ok, a, a / 2), w_new, y_new
+            return i + 1, ok, jnp.where(ok, a, a / 2), w_new, y_new, g_new, e_new
 
-        st = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype), w, y_t)
-        _, ok, a, w_new, y_new = jax.lax.while_loop(cond, body, st)
-        return ok, a, w_new, y_new
+        ls = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype), st.w, st.y_t,
+              st.g_t, jnp.zeros_like(st.y_t))
+        return jax.lax.while_loop(cond, body, ls)[1:]
 
-    def reorthonormalize(wy):
+    def reorthonormalize(w, *_):
         """One Newton-Schulz step ``W <- 1.5 W - 0.5 W W^T W`` (the polar factor to
         second order in the drift ``W W^T - I``) and the sources at it."""
-        w = wy[0]
         w = 1.5 * w - 0.5 * (w @ w.T) @ w
-        return w, w @ white_t
+        y = w @ white_t
+        return (w, y) + _value_and_factor(fun, y, alpha)
 
     def cond(st: _State):
         return (st.it < max_iter) & (st.grad_norm >= tol) & (~st.stalled)
@@ -356,19 +379,24 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
         # an L-BFGS direction that is not a descent direction is replaced at once
         descent = jnp.vdot(d, st.grad) < 0
         d = jnp.where(descent, d, d_grad)
-        ok1, a1, w1, y1 = line_search(st.w, st.y_t, d, ls_tries)
+        ok1, a1, w1, y1, g1, e1 = line_search(st, d, ls_tries)
         # the fall-back search runs zero trials when the first one succeeded
-        ok2, a2, w2, y2 = line_search(st.w, st.y_t, d_grad, jnp.where(ok1, 0, ls_tries))
+        ok2, a2, w2, y2, g2, e2 = line_search(st, d_grad, jnp.where(ok1, 0, ls_tries))
         fallback = ~ok1 | ~descent
         ok = ok1 | ok2
         step = jnp.where(ok1, a1 * d, a2 * d_grad)
-        w_new = jnp.where(ok1, w1, jnp.where(ok2, w2, st.w))
-        y_new = jnp.where(ok1, y1, jnp.where(ok2, y2, st.y_t))
+        # the second search returns its input when it ran no trial
+        w_new, y_new, g_new, e_new = jax.lax.cond(
+            ok1, lambda: (w1, y1, g1, e1), lambda: (w2, y2, g2, e2))
         # outside the search: a projection's rounding must not decide a trial's descent
-        w_new, y_new = jax.lax.cond(reortho & ok, reorthonormalize, lambda wy: wy,
-                                    (w_new, y_new))
+        w_new, y_new, g_new, e_new = jax.lax.cond(reortho & ok, reorthonormalize,
+                                                  lambda *a: a, w_new, y_new, g_new, e_new)
+        # nothing accepted: keep the point (e is then recomputed from it)
+        w_new, y_new, g_new, e_new = jax.lax.cond(
+            ok, lambda: (w_new, y_new, g_new, e_new),
+            lambda: (st.w, st.y_t, st.g_t, _value_and_factor(fun, st.y_t, alpha)[1]))
 
-        m_new, kappa, sig2 = _moments(fun, y_new, alpha, n_valid)
+        m_new, kappa, sig2 = _moments(fun, y_new, alpha, n_valid, e_new)
         grad = _skew(m_new)
         h = _hessian_approx(m_new, kappa, sig2, lambda_min)
         dgrad = grad - st.grad
@@ -380,22 +408,23 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
         rho_mem = jnp.where(push, jnp.roll(st.rho_mem, -1).at[-1].set(1 / jnp.where(push, sy, 1)),
                             st.rho_mem)
         n_mem = jnp.where(push, jnp.minimum(n_mem + 1, m), n_mem)
-        return _State(w_new, y_new, grad, h, m_new, kappa, s_mem, y_mem, rho_mem, n_mem,
+        return _State(w_new, y_new, g_new, grad, h, m_new, kappa, s_mem, y_mem, rho_mem, n_mem,
                       st.it + 1, jnp.max(jnp.abs(grad)),
                       st.n_fallbacks + (fallback & ok).astype(jnp.int32), ~ok)
 
     w0 = symmetric_decorrelation(w_init.astype(dtype), decorrelation)
     y0 = w0 @ white_t
-    m0, kappa0, sig20 = _moments(fun, y0, alpha, n_valid)
+    g0, e0 = _value_and_factor(fun, y0, alpha)
+    m0, kappa0, sig20 = _moments(fun, y0, alpha, n_valid, e0)
     grad0 = _skew(m0)
     zero_mem = jnp.zeros((m, k, k), dtype)
-    st = _State(w0, y0, grad0, _hessian_approx(m0, kappa0, sig20, lambda_min), m0, kappa0,
+    st = _State(w0, y0, g0, grad0, _hessian_approx(m0, kappa0, sig20, lambda_min), m0, kappa0,
                 zero_mem, zero_mem, jnp.zeros((m,), dtype), jnp.zeros((), jnp.int32),
                 jnp.zeros((), jnp.int32), jnp.max(jnp.abs(grad0)), jnp.zeros((), jnp.int32),
                 jnp.zeros((), bool))
     st = jax.lax.while_loop(cond, body, st)
     converged = st.grad_norm < tol
-    objective = jnp.sum(_contrast_value(fun, st.y_t, alpha)) / count
+    objective = jnp.sum(st.g_t) / count
     change = _fixed_point_change(st.m, st.kappa, decorrelation)
     return PicardResult(st.w, st.it, converged, st.grad_norm, objective, change, st.n_fallbacks,
                         st.stalled, iteration_status(converged, st.w))
