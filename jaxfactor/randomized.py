@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from . import accumulate
-from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_MIN_ITER, ADAPTIVE_TOL, RangeParams,
+from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_TOL, RangeParams, adaptive_min_iter,
                       adaptive_width, keep_transpose, platform_of, range_params)
 from ._linalg import orthonormalize, svd_flip
 from .sharding import replicated
@@ -206,7 +206,7 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         shifted power steps, Feng et al. 2024) on ``k + n_oversamples`` columns
         (default ``k + max(10, k // 2)``), run until the a-posteriori estimate of
         the relative shortfall of the captured variance is below ``tol`` (after
-        at least :data:`jaxfactor._policy.ADAPTIVE_MIN_ITER` steps).
+        at least :func:`jaxfactor._policy.adaptive_min_iter` steps).
       n_oversamples, n_iter, block_size: range-finder sizes, defaults from
         :func:`range_params` (``'adaptive'`` uses ``n_oversamples`` only).
       center: subtract column means implicitly.
@@ -246,7 +246,8 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         max_iter = ADAPTIVE_MAX_ITER if max_iter is None else max_iter
         return _adaptive_svd(x, key, ADAPTIVE_TOL if tol is None else tol, max_iter,
                              n_components, width, center, compute_u, precision,
-                             min(ADAPTIVE_MIN_ITER, max_iter), _transposed_copy(x, precision))
+                             min(adaptive_min_iter(n_components, width), max_iter),
+                             _transposed_copy(x, precision))
     params = range_params(n_components, n, p, method=method, n_oversamples=n_oversamples,
                           n_iter=n_iter, block_size=block_size)
     return _randomized_svd(x, key, n_components, params, center, compute_u, precision,
