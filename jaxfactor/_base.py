@@ -83,7 +83,8 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         # XLA runs its own thread pool; LAPACK (QR, SVD, eigh through OpenBLAS)
         # would start a second one on the same cores and the two contend.
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
+            # float32 products at full float32 on every platform (TF32 on NVIDIA otherwise)
+            with threadpool_limits(limits=1, user_api="blas"), jax.default_matmul_precision("highest"):
                 self._fit(X)
         except Exception:
             V.clear_fitted(self)
@@ -113,8 +114,9 @@ class Factorizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         V.check_is_fitted(self)
         arr, kind = self._intake(X, reset=False)
-        out = _scores(arr, jnp.asarray(self.components_, arr.dtype),
-                      jnp.asarray(self.mean_, arr.dtype), self._score_scale())
+        with jax.default_matmul_precision("highest"):
+            out = _scores(arr, jnp.asarray(self.components_, arr.dtype),
+                          jnp.asarray(self.mean_, arr.dtype), self._score_scale())
         return V.restore_kind(out, kind)
 
     def _intake_scores(self, x):

@@ -6,6 +6,7 @@ once, at the edge.
 """
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import NamedTuple
 
@@ -27,6 +28,33 @@ __all__ = [
     "varimax",
     "linear_assignment",
 ]
+
+
+def full_float32(fn):
+    """``fn`` traced with its unqualified float32 matrix products at full float32
+    (``precision=HIGHEST``).
+
+    XLA's default precision for a float32 ``dot`` is the platform's: float32 on
+    CPU, but TF32 on NVIDIA tensor cores (about 3 digits lost) and bfloat16
+    passes on TPU. The engine's float32 contract holds on every platform only if
+    every product it does not mean to round says so; products that do ask for
+    ``'tf32'`` / ``'bf16'`` (:func:`jaxfactor.accumulate.matmul`) name their
+    precision and are not changed. Apply to the public entry points: what they
+    trace (jitted kernels included, whose cache keys on the setting) inherits it.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxfactor._linalg import full_float32
+      >>> f = full_float32(lambda a, b: jax.jit(jnp.matmul)(a, b))
+      >>> f(jnp.ones((2, 3)), jnp.ones((3, 2))).tolist()
+      [[3.0, 3.0], [3.0, 3.0]]
+    """
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def orthonormalize(a: jax.Array) -> jax.Array:

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 from . import accumulate
 from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_TOL, RangeParams, adaptive_min_iter,
                       adaptive_width, keep_transpose, platform_of, range_params)
-from ._linalg import orthonormalize, svd_flip
+from ._linalg import full_float32, orthonormalize, svd_flip
 from .sharding import replicated
 from .sources import RowSource
 from .streaming import Pass, as_checkpoint, key_data, pack, run_passes, unpack
@@ -185,6 +185,7 @@ def _randomized_svd(x, key, n_components, params, center, compute_u, precision="
     return SVDResult(u, s, vt, mean)
 
 
+@full_float32
 def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
                    method: str = "krylov", n_oversamples: int | None = None,
                    n_iter: int | None = None, block_size: int | None = None,
@@ -485,6 +486,7 @@ def svd_from_context(context: dict) -> tuple[SVDResult, accumulate.Moments]:
     return SVDResult(None, context["svd.s"], context["svd.vt"], context["svd.mean"]), mom
 
 
+@full_float32
 def randomized_svd_source(source: RowSource, n_components: int, *, key: jax.Array,
                           method: str = "krylov", n_oversamples: int | None = None,
                           n_iter: int | None = None, block_size: int | None = None,
