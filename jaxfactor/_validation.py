@@ -88,9 +88,18 @@ def _needs_float(dtype, name: str) -> bool:
     return False
 
 
+def _jax_has(platform: str) -> bool:
+    """Whether JAX has devices of ``platform`` (``'gpu'``, ``'tpu'``)."""
+    try:
+        return bool(jax.devices(platform))
+    except RuntimeError:
+        return False
+
+
 def to_jax(x, name: str = "X") -> jax.Array:
     """Hand ``x`` to JAX: torch tensors through DLPack (zero-copy on the same
-    device), JAX arrays as they are, everything else through ``np.asarray``.
+    device; a CUDA tensor goes through the host when JAX has no GPU, as do other
+    devices' tensors), JAX arrays as they are, everything else through ``np.asarray``.
     Integer and boolean input is converted to floating point (float64 where
     x64 is enabled, else float32), as scikit-learn does.
 
@@ -104,6 +113,9 @@ def to_jax(x, name: str = "X") -> jax.Array:
 
         if x.requires_grad:
             x = x.detach()
+        device = x.device.type
+        if device not in ("cpu", "cuda") or (device == "cuda" and not _jax_has("gpu")):
+            x = x.cpu()   # through the host: JAX has no backend for it (mps, xla, CPU-only JAX)
         if _needs_float(str(x.dtype).replace("torch.", ""), name):
             x = x.to(getattr(torch, _float_dtype().name))
         if x.dtype == torch.bfloat16 or x.dtype == torch.float16:
