@@ -313,6 +313,20 @@ def choose_ica_algorithm(algorithm: str, n_samples: int, n_components: int,
     return "picard"
 
 
+SPURIOUS_K2_OVER_N = 10.0
+"""Above ``k^2 / n = 10`` a descent from a random start was measured to end in a spurious
+optimum of the ICA objective (planted Laplace sources, ``benchmarks/results/bench_ica.md``,
+'Starts'): ``k^2 / n = 8`` (n = 5000, k = 200) and 9 (n = 10000, k = 300) reached the planted
+basin from every random start, 20 (n = 2000, k = 200) and 25 (n = 10000, k = 500) from none."""
+
+
+def random_start_is_trapped(n_samples: int, n_components: int) -> bool:
+    """Whether ``k^2 > SPURIOUS_K2_OVER_N n``: too few rows for the components, so that
+    FastICA and Picard-O from a random start are expected to end in a spurious optimum
+    (more rows, ``n >= k^2 / 8``, or a start near the answer reach the good one)."""
+    return n_components * n_components > SPURIOUS_K2_OVER_N * n_samples
+
+
 def whitening_rank_floor(dtype, n_samples: int, n_features: int, solver: str) -> float:
     """FastICA's numerical-rank floor, relative to the largest singular value.
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxfactor import FastICA
-from jaxfactor._policy import choose_ica_algorithm
+from jaxfactor._policy import choose_ica_algorithm, random_start_is_trapped
 from jaxfactor._validation import ConvergenceWarning
 from jaxfactor.metrics.amari import amari_distance
 from jaxfactor.picard import ica_criteria, picard_o
@@ -224,3 +224,16 @@ def test_converges_with_gaussian_directions_where_the_fixed_point_cycles(rng):
     r2 = w.sum(axis=1) + T.LAMBDA * np.sqrt(2 * np.sum(w * w, axis=1))
     assert np.all(best >= 1 / np.sqrt(1 + r2))
     assert np.all(1 / np.sqrt(1 + r2) > 0.9)          # a mixed component fails it
+
+
+def test_warns_when_too_few_rows_for_a_random_start(rng):
+    assert random_start_is_trapped(2000, 200) and random_start_is_trapped(10000, 500)
+    assert not random_start_is_trapped(5000, 200) and not random_start_is_trapped(10000, 300)
+    x = rng.laplace(size=(120, 40)).astype(np.float32)          # k^2 / n = 39^2 / 120 = 12.7
+    with pytest.warns(UserWarning, match=r"n_components\^2 / n_samples = 12.7 > 10.*"
+                      r"n_samples >= 191 rows"):
+        FastICA(39, max_iter=3, random_state=0).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        FastICA(39, max_iter=3, random_state=0, w_init=np.eye(39)).fit(x)   # a given start

@@ -21,7 +21,9 @@ from .._policy import (
     choose_ica_algorithm,
     choose_whiten_range,
     choose_whiten_solver,
+    SPURIOUS_K2_OVER_N,
     platform_of,
+    random_start_is_trapped,
     whitening_rank_floor,
 )
 from .._status import MAX_ITER, NAMES, report
@@ -339,6 +341,12 @@ class FastICA(Factorizer):
 
         # The fixed-point iteration on (row-sharded) whitened data; padded rows are zero.
         white_iter = white if mesh is None else shard_block(white, mesh)[0]
+        if w_user is None and random_start_is_trapped(n, k):
+            warnings.warn(f"FastICA: n_components^2 / n_samples = {k * k / n:.3g} > "
+                          f"{SPURIOUS_K2_OVER_N:g}: from a random start the iteration is expected "
+                          f"to end in a spurious optimum at this ratio (measured on planted "
+                          f"sources); n_samples >= {-(-k * k // 8)} rows reach the good one",
+                          UserWarning, stacklevel=3)
         algorithm = choose_ica_algorithm(self.algorithm, n, k, self.fun)
         if algorithm == "picard" and self.fun not in PICARD_CONTRASTS:
             raise ValueError(f"algorithm='picard' minimises a likelihood for super-Gaussian "
