@@ -73,7 +73,7 @@ class DemoConfig:
     components: int = 16
     ica_components: tuple = (16, 32)
     init_components: int = 500
-    init_ica_components: tuple = (100,)
+    init_ica_components: tuple = (16, 40)
     pooled_layer: str = "synthesis.conv8"
     pool_size: int = 4
     fid_images: int = 1000
