@@ -120,7 +120,9 @@ class FastICA(Factorizer):
       whiten: ``'unit-variance'`` (sources scaled to unit variance),
         ``'arbitrary-variance'`` (scikit-learn's unscaled sources) or
         ``False`` (data assumed white already; no centring, ``k = p``).
-      max_iter: iteration cap (per component for deflation).
+      max_iter: iteration cap (per component for deflation). Picard-O needs more
+        steps than the fixed point at many components (319 at ``k = 300``,
+        ``n = 10000``: ``benchmarks/results/bench_ica.md``).
       tol: tolerance on ``max_i | |<w_i^new, w_i^old>| - 1 |`` (fixed point) or
         on the Riemannian gradient's largest entry (``'picard'``).
       w_init: ``(k, k)`` starting unmixing matrix of the whitened data
