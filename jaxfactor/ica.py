@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._linalg import symmetric_decorrelation
+from ._linalg import full_float32, symmetric_decorrelation
 from ._status import iteration_status
 
 __all__ = ["ICAResult", "CONTRASTS", "ALGORITHMS", "fastica_parallel", "fastica_deflation",
@@ -94,6 +94,7 @@ def _as_count(n_valid, n):
     return jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
 
 
+@full_float32
 @partial(jax.jit, static_argnames=("fun", "decorrelation"))
 def fastica_parallel(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
                      alpha=1.0, tol=1e-4, max_iter: int = 200, n_valid=None,
@@ -166,6 +167,7 @@ def _parallel(white, w_init, fun, alpha, tol, max_iter, n_valid, decorrelation="
     return ICAResult(w, it, change < tol, change, iteration_status(change < tol, w))
 
 
+@full_float32
 @partial(jax.jit, static_argnames=("fun",))
 def fastica_deflation(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh",
                       alpha=1.0, tol=1e-4, max_iter: int = 200, n_valid=None) -> ICAResult:
@@ -236,6 +238,7 @@ def _deflation(white, w_init, fun, alpha, tol, max_iter, n_valid):
     return ICAResult(w, it, change < tol, change, iteration_status(change < tol, w))
 
 
+@full_float32
 @partial(jax.jit, static_argnames=("algorithm", "fun", "decorrelation"))
 def fastica(white: jax.Array, *, key: jax.Array | None = None, w_init: jax.Array | None = None,
             algorithm: str = "parallel", fun: str = "logcosh", alpha=1.0, tol=1e-4,

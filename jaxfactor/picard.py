@@ -48,7 +48,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._linalg import symmetric_decorrelation
+from ._linalg import full_float32, symmetric_decorrelation
 from ._status import iteration_status
 
 __all__ = ["PicardResult", "ICACriteria", "PICARD_CONTRASTS", "RETRACTIONS", "picard_o",
@@ -204,6 +204,7 @@ def _as_count(n_valid, n):
     return jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
 
 
+@full_float32
 @partial(jax.jit, static_argnames=("fun", "decorrelation"))
 def ica_criteria(white: jax.Array, w: jax.Array, *, fun: str = "logcosh", alpha=1.0,
                  n_valid=None, decorrelation: str = "eigh") -> ICACriteria:
@@ -286,6 +287,7 @@ def _lbfgs_direction(grad, h, s_mem, y_mem, rho_mem, n_mem):
     return -jax.lax.fori_loop(0, mem, forward, r)
 
 
+@full_float32
 @partial(jax.jit, static_argnames=("fun", "m", "retraction", "decorrelation"))
 def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha=1.0,
              tol=1e-4, max_iter: int = 500, n_valid=None, m: int = 7, ls_tries: int = 10,

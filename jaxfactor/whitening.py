@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._linalg import row_signs
+from ._linalg import full_float32, row_signs
 from ._policy import WHITEN_SOLVERS, choose_whiten_range, choose_whiten_solver
 from .accumulate import centred_matmul, stack_rows
 from .pca import pca_full
@@ -107,6 +107,7 @@ def _white_from_u(u, vt, s, mean, n_valid):
     return WhiteningResult(white, vt * signs[:, None], s, mean)
 
 
+@full_float32
 def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
            key: jax.Array | None = None, n_valid: int | None = None,
            **randomized_kwargs) -> WhiteningResult:
@@ -179,6 +180,7 @@ def whiten(x: jax.Array, n_components: int, *, solver: str = "auto",
     raise ValueError(f"solver must be one of {WHITEN_SOLVERS}, got {solver!r}")
 
 
+@full_float32
 def whiten_source(source: RowSource, n_components: int, *, key: jax.Array,
                   method: str = "auto", n_oversamples: int | None = None,
                   n_iter: int | None = None, block_size: int | None = None,

@@ -202,20 +202,22 @@ def test_newton_schulz_lowered_for_cuda_is_matrix_products_only(monkeypatch):
     assert "cusolver_syevd" in eigh
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on CUDA the float32 path leaves its small products (basis projections, the Ritz "
-    "vectors V = W^T Q^T, FastICA's Y = W Z^T and g(Y) Z, Newton-Schulz's X X^T X) at "
-    "XLA's DEFAULT precision, which is TF32 on NVIDIA tensor cores: float32 results lose "
-    "~3 digits there and Newton-Schulz cannot reach its 50-eps stop (issue 21 finding)"))
 def test_float32_programs_on_cuda_run_every_product_in_float32(monkeypatch):
+    # XLA's DEFAULT precision is TF32 on NVIDIA tensor cores: every float32 product of
+    # the kernels must say HIGHEST (jaxfactor._linalg.full_float32), or float32 results
+    # lose ~3 digits there and Newton-Schulz cannot reach its 50-eps stop
     from jaxfactor.ica import fastica
+    from jaxfactor.picard import picard_o
     from jaxfactor.randomized import randomized_svd
+    from jaxfactor.whitening import whiten
 
     programs = [
         _cuda_program(monkeypatch, lambda x: randomized_svd(
             x, K_X, key=jax.random.key(0), center=True, method="krylov"), (N_X + 2, P_X)),
         _cuda_program(monkeypatch, lambda z: fastica(
             z, key=jax.random.key(0), decorrelation="newton-schulz"), (N_X + 4, 7)),
+        _cuda_program(monkeypatch, lambda z, w: picard_o(z, w), (N_X + 6, 7), (7, 7)),
+        _cuda_program(monkeypatch, lambda x: whiten(x, 7, solver="eigh").white, (N_X + 8, 23)),
     ]
     for text in programs:
         loose = [d for d in _dots(text) if "HIGHEST" not in d[0] and "xf32>" in d[1]]
