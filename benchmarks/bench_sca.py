@@ -261,7 +261,7 @@ def run_case(case, tmp, args):
         jax_method = method.startswith("jaxfactor")
         timeout = {"epca": args.epca_timeout, "sklearn_sparsepca": args.sparsepca_timeout}.get(
             method, args.jax_timeout if jax_method else args.peer_timeout)
-        repeats = 2 if jax_method else 1
+        repeats = args.jax_calls if jax_method else 1
         fit_gamma, extra = (gamma if method != "jaxfactor_sca_matched" else None), {}
         if method == "jaxfactor_sca_matched":
             target, target_note = peer_ev, "MiniBatchSparsePCA's explained variance here"
@@ -364,6 +364,9 @@ def main():
                     help="wall-clock limit per jaxfactor worker (both calls), seconds")
     ap.add_argument("--sparsepca-timeout", type=float, default=900.0,
                     help="wall-clock limit of the SparsePCA fit, seconds")
+    ap.add_argument("--jax-calls", type=int, default=2,
+                    help="jaxfactor calls per worker: 2 reports the second (steady) call, "
+                         "1 the first call, JIT compilation included")
     ap.add_argument("--search-fits", type=int, default=4,
                     help="fits of the bisection for the matched budget")
     ap.add_argument("--what-ran", default=None, help="a note for the report")
