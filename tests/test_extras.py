@@ -211,7 +211,7 @@ def test_python_m_jaxfactor_demo_without_torch(tmp_path):
     proc = _run_module_without(OPTIONAL, ["demo", "--quick", "--out", str(out)], tmp_path)
     assert proc.returncode == 2, proc.stderr
     _assert_one_line_error(proc.stderr, "demo", "torch,demo")
-    assert "torch, pillow, flax, optax" in proc.stderr
+    assert "torch, pillow, matplotlib, flax, optax" in proc.stderr
     assert not out.exists()  # nothing ran before the check
 
 
@@ -220,7 +220,7 @@ def test_demo_with_torch_but_without_the_demo_extra(tmp_path):
     proc = _run_module_without(DEMO_ONLY, ["demo", "--quick", "--out", str(tmp_path / "r")], tmp_path)
     assert proc.returncode == 2, proc.stderr
     _assert_one_line_error(proc.stderr, "demo", "demo", pin=False)
-    assert "needs flax, optax (optional extra 'demo')" in proc.stderr
+    assert "needs matplotlib, flax, optax (optional extra 'demo')" in proc.stderr
 
 
 # --------------------------------------------------------------- a real venv
