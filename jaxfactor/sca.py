@@ -325,6 +325,21 @@ class _Options(NamedTuple):
     acceleration: str = "none"
 
 
+def _epca_step(sides: _Sides, s, gamma, opts: _Options, rot: dict, n_valid):
+    """One step of epca's alternation from ``s.xy = X_c Y`` (``s.y``, ``s.z``: the last
+    sides, ``s.i``: the step): ``(z, y, X_c y, change)``, ``change`` by epca's rule over
+    both sides (infinite at the first step, which compares against the unrotated SVD
+    start)."""
+    # k sqrt(n) budget on the sample side: never binding
+    z = _rotate_shrink(polar(s.xy), None, n_valid=n_valid, **rot)
+    z, xtz = _order_by(z, sides.apply_t(z))
+    y = _rotate_shrink(polar(xtz), gamma, **rot)
+    y, xy = _order_by(y, sides.apply(y))
+    change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
+                         _matched_change(y, s.y, opts.stop_rule))
+    return z, y, xy, jnp.where(s.i == 0, jnp.inf, change)
+
+
 def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
     """The SCA alternation as one ``lax.while_loop``.
 
@@ -336,7 +351,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
     if opts.acceleration == "anderson":
         return _iterate_anderson(sides, y0, gamma, tol, max_iter, opts, n_valid)
     rot = dict(rotate=rotate, tol=tol, precision=opts.rotation_precision)
-    apply, apply_t = sides.apply, sides.apply_t
+    apply = sides.apply
     dtype = y0.dtype
     xy0 = apply(y0)
     z0 = jnp.zeros(xy0.shape, dtype)
@@ -346,15 +361,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        # k sqrt(n) budget on the sample side: never binding
-        z = _rotate_shrink(polar(s.xy), None, n_valid=n_valid, **rot)
-        z, xtz = _order_by(z, apply_t(z))
-        y = _rotate_shrink(polar(xtz), gamma, **rot)
-        y, xy = _order_by(y, apply(y))
-        change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
-                             _matched_change(y, s.y, opts.stop_rule))
-        # The first step compares against the unrotated SVD start: never "converged".
-        change = jnp.where(s.i == 0, jnp.inf, change)
+        z, y, xy, change = _epca_step(sides, s, gamma, opts, rot, n_valid)
         return _LoopState(s.i + 1, y, xy, z, change)
 
     return jax.lax.while_loop(cond, body, init)
@@ -417,7 +424,7 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
     when the change grows.
     """
     rot = dict(rotate=opts.rotate, tol=tol, precision=opts.rotation_precision)
-    apply, apply_t = sides.apply, sides.apply_t
+    apply = sides.apply
     dtype = y0.dtype
     p, k = y0.shape
     xy0 = apply(y0)
@@ -430,13 +437,7 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z = _rotate_shrink(polar(s.xy), None, n_valid=n_valid, **rot)
-        z, xtz = _order_by(z, apply_t(z))
-        y = _rotate_shrink(polar(xtz), gamma, **rot)
-        y, xy = _order_by(y, apply(y))
-        change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
-                             _matched_change(y, s.y, opts.stop_rule))
-        change = jnp.where(s.i == 0, jnp.inf, change)
+        z, y, xy, change = _epca_step(sides, s, gamma, opts, rot, n_valid)
         # inputs and residuals in the output's column order
         perm = _matching(y, s.y)
         hist_y = jnp.roll(s.hist_y[:, :, perm], -1, axis=0).at[-1].set(s.y[:, perm])
