@@ -90,6 +90,40 @@ def _update_ema(ema: Generator, model: Generator, decay: float) -> None:
         b_ema.copy_(b)
 
 
+def gan_step(G, D, opt_g, opt_d, real: torch.Tensor, gen: torch.Generator, *, do_r1: bool,
+             r1_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the non-saturating GAN loss: the discriminator on ``real``
+    (``(B, C, H, W)`` float32) against ``G``'s samples, with the lazy R1 penalty
+    ``r1_weight ||grad D(real)||^2`` when ``do_r1``; then the generator through its
+    mapping, whose running ``w_avg`` follows the batch's mean ``w``.
+
+    Returns:
+      ``(d_loss, g_loss)``, scalar tensors.
+    """
+    batch_size = real.shape[0]
+    z = torch.randn(batch_size, G.z_dim, generator=gen)
+    with torch.no_grad():
+        fake = G(z)
+    real.requires_grad_(do_r1)
+    real_logits = D(real)
+    d_loss = F.softplus(-real_logits).mean() + F.softplus(D(fake)).mean()
+    if do_r1:
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        d_loss = d_loss + r1_weight * grad.square().sum(dim=(1, 2, 3)).mean()
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    z = torch.randn(batch_size, G.z_dim, generator=gen)
+    w = G.mapping(z)
+    g_loss = F.softplus(-D(G.synthesis(G.broadcast(w)))).mean()
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    with torch.no_grad():
+        G.mapping.w_avg.lerp_(w.detach().mean(dim=0), 0.005)
+    return d_loss, g_loss
+
+
 @torch.no_grad()
 def _recalibrate_batchnorm(generator: Generator, batches: int, batch_size: int,
                            gen: torch.Generator) -> None:
@@ -165,29 +199,8 @@ def _train(epochs, seed, batch_size, lr, mapping_lr_mult, r1_gamma, r1_every, em
         d_sum = g_sum = 0.0
         for b in range(n_batches):
             real = data[order[b * batch_size:(b + 1) * batch_size]]
-            # --- discriminator
-            z = torch.randn(batch_size, G.z_dim, generator=gen)
-            with torch.no_grad():
-                fake = G(z)
-            do_r1 = r1_gamma > 0 and step % r1_every == 0
-            real.requires_grad_(do_r1)
-            real_logits = D(real)
-            d_loss = F.softplus(-real_logits).mean() + F.softplus(D(fake)).mean()
-            if do_r1:
-                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-                d_loss = d_loss + 0.5 * r1_gamma * r1_every * grad.square().sum(dim=(1, 2, 3)).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            # --- generator
-            z = torch.randn(batch_size, G.z_dim, generator=gen)
-            w = G.mapping(z)
-            g_loss = F.softplus(-D(G.synthesis(G.broadcast(w)))).mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            with torch.no_grad():
-                G.mapping.w_avg.lerp_(w.detach().mean(dim=0), 0.005)
+            d_loss, g_loss = gan_step(G, D, opt_g, opt_d, real, gen, do_r1=r1_gamma > 0 and step % r1_every == 0,
+                                      r1_weight=0.5 * r1_gamma * r1_every)
             _update_ema(G_ema, G, ema if step >= 100 else 0.0)
             d_sum += d_loss.item()
             g_sum += g_loss.item()

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from jaxfactor._io import atomic_write, atomic_write_text
 
@@ -47,7 +46,7 @@ from .testbed_gan import (
     default_testbed_path,
     save_testbed_generator,
 )
-from .train import _recalibrate_batchnorm, _update_ema
+from .train import _recalibrate_batchnorm, _update_ema, gan_step
 
 __all__ = ["training_images", "feature_targets", "train_testbed", "train_features",
            "color_grid", "main"]
@@ -141,27 +140,8 @@ def _train(steps, seed, n_images, batch_size, lr, mapping_lr_mult, r1_gamma, r1_
     step = 0
     for step in range(1, steps + 1):
         real = data[torch.randint(0, n_images, (batch_size,), generator=gen)]
-        z = torch.randn(batch_size, G.z_dim, generator=gen)
-        with torch.no_grad():
-            fake = G(z)
-        do_r1 = r1_gamma > 0 and step % r1_every == 0
-        real.requires_grad_(do_r1)
-        real_logits = D(real)
-        d_loss = F.softplus(-real_logits).mean() + F.softplus(D(fake)).mean()
-        if do_r1:
-            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            d_loss = d_loss + 0.5 * r1_gamma * r1_every * grad.square().sum(dim=(1, 2, 3)).mean()
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        z = torch.randn(batch_size, G.z_dim, generator=gen)
-        w = G.mapping(z)
-        g_loss = F.softplus(-D(G.synthesis(G.broadcast(w)))).mean()
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        with torch.no_grad():
-            G.mapping.w_avg.lerp_(w.detach().mean(dim=0), 0.005)
+        d_loss, g_loss = gan_step(G, D, opt_g, opt_d, real, gen, do_r1=r1_gamma > 0 and step % r1_every == 0,
+                                  r1_weight=0.5 * r1_gamma * r1_every)
         _update_ema(G_ema, G, ema if step >= 200 else 0.0)
         d_run = 0.98 * d_run + 0.02 * d_loss.item()
         g_run = 0.98 * g_run + 0.02 * g_loss.item()
