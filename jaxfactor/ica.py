@@ -72,7 +72,6 @@ def _contrast(fun: str, y: jax.Array, alpha, n_valid, axis: int = 0) -> tuple[ja
     for exp), so their share is taken off the sum of ``g'`` before dividing
     by the true count.
     """
-    n_pad = y.shape[axis] - n_valid
     if fun == "logcosh":
         gy = jnp.tanh(alpha * y)
         gp, gp0 = alpha * (1 - gy * gy), alpha
@@ -83,8 +82,14 @@ def _contrast(fun: str, y: jax.Array, alpha, n_valid, axis: int = 0) -> tuple[ja
         gy, gp, gp0 = y * y * y, 3 * y * y, 0.0
     else:
         raise ValueError(f"fun must be one of {CONTRASTS}, got {fun!r}")
-    mean_gp = (jnp.sum(gp, axis=axis) - n_pad.astype(y.dtype) * gp0) / n_valid.astype(y.dtype)
-    return gy, mean_gp
+    return gy, _true_mean(gp, gp0, n_valid, axis)
+
+
+def _true_mean(values, value_at_zero, n_valid, axis: int = 0):
+    """Mean along ``axis`` over the first ``n_valid`` samples of ``values``, the
+    padding samples (zero rows, where ``values`` is ``value_at_zero``) taken off."""
+    n_pad = (values.shape[axis] - n_valid).astype(values.dtype)
+    return (jnp.sum(values, axis=axis) - n_pad * value_at_zero) / n_valid.astype(values.dtype)
 
 
 # ------------------------------------------------------------------ iterations

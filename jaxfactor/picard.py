@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from ._linalg import full_float32, symmetric_decorrelation
+from .ica import _as_count, _contrast, _true_mean
 from ._status import iteration_status
 
 __all__ = ["PicardResult", "ICACriteria", "PICARD_CONTRASTS", "RETRACTIONS", "picard_o",
@@ -104,32 +105,14 @@ class ICACriteria(NamedTuple):
     change: jax.Array
 
 
-def _log_cosh(u):
-    a = jnp.abs(u)
-    return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(jnp.asarray(2, u.dtype))
-
-
 def _contrast_value(fun, y, alpha):
     """``G(y)`` elementwise; ``G(0) = 0`` so zero padded rows add nothing."""
     if fun == "logcosh":
-        return _log_cosh(alpha * y) / alpha
+        return _value_and_factor(fun, y, alpha)[0]
     if fun == "exp":
         return -jnp.expm1(-0.5 * y * y)
     if fun == "cube":
         return 0.25 * (y * y) * (y * y)
-    raise ValueError(f"fun must be one of {PICARD_CONTRASTS}, got {fun!r}")
-
-
-def _score(fun, y, alpha):
-    """``(psi(y), psi'(y), psi'(0))`` elementwise."""
-    if fun == "logcosh":
-        t = jnp.tanh(alpha * y)
-        return t, alpha * (1 - t * t), alpha
-    if fun == "exp":
-        e = jnp.exp(-0.5 * y * y)
-        return y * e, (1 - y * y) * e, 1.0
-    if fun == "cube":
-        return y * y * y, 3 * y * y, 0.0
     raise ValueError(f"fun must be one of {PICARD_CONTRASTS}, got {fun!r}")
 
 
@@ -158,11 +141,12 @@ def _moments(fun, y_t, alpha, n_valid, e_t=None):
     ``E[y^2]`` per source, the means over the ``n_valid`` true samples (``e_t``:
     the factor of :func:`_value_and_factor`, when already computed)."""
     count = n_valid.astype(y_t.dtype)
-    n_pad = (y_t.shape[1] - n_valid).astype(y_t.dtype)
-    psi, dpsi, dpsi0 = (_score(fun, y_t, alpha) if e_t is None
-                        else _score_from(fun, y_t, e_t, alpha))
+    if e_t is None:
+        psi, kappa = _contrast(fun, y_t, alpha, n_valid, axis=1)
+    else:
+        psi, dpsi, dpsi0 = _score_from(fun, y_t, e_t, alpha)
+        kappa = _true_mean(dpsi, dpsi0, n_valid, axis=1)
     m = psi @ y_t.T / count                                  # the row sum over samples
-    kappa = (jnp.sum(dpsi, axis=1) - n_pad * dpsi0) / count
     sig2 = jnp.sum(y_t * y_t, axis=1) / count
     return m, kappa, sig2
 
@@ -198,10 +182,6 @@ def _retract(a, retraction):
         eye = jnp.eye(a.shape[0], dtype=a.dtype)
         return jnp.linalg.solve(eye - 0.5 * a, eye + 0.5 * a)
     raise ValueError(f"retraction must be one of {RETRACTIONS}, got {retraction!r}")
-
-
-def _as_count(n_valid, n):
-    return jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
 
 
 @full_float32
