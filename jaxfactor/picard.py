@@ -173,6 +173,17 @@ def _fixed_point_change(m, kappa, decorrelation="eigh"):
     return jnp.max(jnp.abs(jnp.abs(jnp.diagonal(q)) - 1))
 
 
+def _polar_start(w, decorrelation):
+    """Polar factor of a starting matrix. The ``'eigh'`` route, ``(W W^T)^{-1/2} W``,
+    squares the condition number: a Gaussian ``k x k`` start (``cond ~ k`` and beyond)
+    then loses orthogonality by ``eps cond^2`` in float32, which the retraction keeps;
+    the SVD's ``U V^T`` is orthogonal to rounding at any condition."""
+    if decorrelation == "eigh":
+        u, _, vt = jnp.linalg.svd(w, full_matrices=False)
+        return u @ vt
+    return symmetric_decorrelation(w, decorrelation)
+
+
 def _retract(a, retraction):
     """Orthogonal ``R(A)`` for a skew ``A``: ``expm(A)`` or the Cayley transform
     ``(I - A/2)^{-1} (I + A/2)`` (one LU solve)."""
@@ -394,7 +405,7 @@ def picard_o(white: jax.Array, w_init: jax.Array, *, fun: str = "logcosh", alpha
                       st.it + 1, jnp.max(jnp.abs(grad)),
                       st.n_fallbacks + (fallback & ok).astype(jnp.int32), ~ok)
 
-    w0 = symmetric_decorrelation(w_init.astype(dtype), decorrelation)
+    w0 = _polar_start(w_init.astype(dtype), decorrelation)
     y0 = w0 @ white_t
     g0, e0 = _value_and_factor(fun, y0, alpha)
     m0, kappa0, sig20 = _moments(fun, y0, alpha, n_valid, e0)

@@ -237,3 +237,22 @@ def test_warns_when_too_few_rows_for_a_random_start(rng):
         warnings.simplefilter("error", UserWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
         FastICA(39, max_iter=3, random_state=0, w_init=np.eye(39)).fit(x)   # a given start
+
+
+@pytest.mark.parametrize("decorrelation", ["eigh", "newton-schulz"])
+def test_ill_conditioned_start_gives_an_orthogonal_iterate(rng, decorrelation):
+    """A Gaussian k x k start has condition number ~k and beyond; the eigh route to its
+    polar factor squares it (float32 loses eps cond^2 of orthogonality), so the start is
+    taken by the SVD: the iterate is orthogonal to rounding, start and end."""
+    white, _, _ = whitened(rng)
+    u, vt = polar(rng.standard_normal((K, K))), polar(rng.standard_normal((K, K)))
+    w0 = (u * np.geomspace(1, 1e-4, K)) @ vt            # condition number 1e4
+    bound = 50 * T.eps() * np.sqrt(K)
+    for max_iter in (0, 40):
+        res = picard_o(white, w0.astype(np.float32), max_iter=max_iter, tol=TOL,
+                       decorrelation=decorrelation)
+        w = np.asarray(res.w, np.float64)
+        T.assert_within(w @ w.T, np.eye(K), bound)
+    np.testing.assert_allclose(np.asarray(picard_o(white, w0.astype(np.float32), max_iter=0,
+                                                   decorrelation=decorrelation).w),
+                               polar(w0), atol=bound * np.linalg.cond(w0))
