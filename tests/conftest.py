@@ -27,3 +27,16 @@ def rng(request):
     salt, so that every test draws different data and every run of a test with
     the same salt draws the same."""
     return np.random.default_rng(seed_for(request.node.nodeid))
+
+
+@pytest.fixture(scope="session")
+def quick_demo_report(tmp_path_factory):
+    """The folder of one ``jaxfactor demo --quick`` run through the CLI, shared by
+    every test that reads the demo's report (test_report, test_cli): one run
+    per test session instead of one per test file."""
+    pytest.importorskip("torch")
+    from jaxfactor.app.cli import main
+
+    out = tmp_path_factory.mktemp("demo_quick")
+    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+    return out

@@ -172,3 +172,29 @@ def test_factor_walk_scores_are_the_papers_scores_on_standardised_factors(rng):
     assert mixed.disentanglement < got.disentanglement
     p = factor_probabilities(np.array([[0.0, LAMBDA]]), [0.0, 0.0], [1.0, 1.0])
     assert p[0, 0] == 0.5 and 0.99 < p[0, 1] < 1
+
+
+@pytest.mark.parametrize("latent_shape", [(3,), (2, 3)])
+def test_factor_walk_is_walk_predictions_in_large_batches(rng, latent_shape):
+    """The batched walk renders the same latents as walk_predictions (one step at a
+    time) and so returns the same factor values, for any batch size, also for W+-shaped
+    latents; render and measure are row-wise, so only the rows' grouping differs."""
+    from jaxfactor.metrics.walks import walk_predictions
+
+    d = int(np.prod(latent_shape))
+    m = rng.normal(size=(d, 4))
+    render = lambda z: np.sin(z.reshape(len(z), -1) @ m)                       # noqa: E731
+    measure = lambda im: np.stack([im[:, 0] * im[:, 1], np.cos(im[:, 2]), im[:, 3]], 1)  # noqa: E731
+    latents = rng.normal(size=(6,) + latent_shape).astype(np.float32)
+    dirs = rng.normal(size=(5,) + latent_shape)
+    want = walk_predictions(render, measure, latents, dirs, [0.7, 1.9], batch_size=4)
+    for batch in (1, 7, 1000):
+        got = factor_walk(render, measure, latents, dirs, [0.7, 1.9], batch_size=batch)
+        np.testing.assert_array_equal(got.distances, want.distances)
+        # the same float32 latents; the d-term products may be blocked differently
+        np.testing.assert_allclose(got.predictions, want.predictions, rtol=0,
+                                   atol=4 * gamma(d, np.float64) * np.abs(m).sum())
+    with pytest.raises(ValueError, match="zero directions"):
+        factor_walk(render, measure, latents, np.zeros((1,) + latent_shape), [1.0])
+    with pytest.raises(ValueError, match="batch_size"):
+        factor_walk(render, measure, latents, dirs, [1.0], batch_size=0)

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from jaxfactor.app import report as R
 
@@ -35,25 +34,15 @@ def test_upscale_is_nearest_neighbour(rng):
     assert R.upscale(tiles[:, :8, :8], 96).shape[1] == 96
 
 
-@pytest.fixture(scope="module")
-def quick_report(tmp_path_factory):
-    pytest.importorskip("torch")
-    from jaxfactor.app.cli import main
-
-    out = tmp_path_factory.mktemp("demo_quick")
-    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
-    return out
-
-
-def test_quick_report_is_self_contained(quick_report):
-    results = json.loads((quick_report / "results.json").read_text())
-    page = (quick_report / "index.html").read_text()
+def test_quick_demo_report_is_self_contained(quick_demo_report):
+    results = json.loads((quick_demo_report / "results.json").read_text())
+    page = (quick_demo_report / "index.html").read_text()
     assert "<pre>" not in page
     links = re.findall(r"(?:src|href)='([^']+)'", page)
     assert links, "the page links its images"
     for link in links:
         assert not re.match(r"^[a-z]+:", link) and not link.startswith("/"), link   # relative
-        assert (quick_report / link).is_file(), link
+        assert (quick_demo_report / link).is_file(), link
     methods = [r["method"] for r in results["rows"]]
     assert methods == ["PCA", "PCA", "ICA", "ICA", "PCA", "SCA", "SEFA"]
     for r in results["rows"]:
@@ -62,13 +51,18 @@ def test_quick_report_is_self_contained(quick_report):
         assert 0 < r["S_d"] <= 1 and 0 < r["share_mean"] <= 1
         assert len(r["grid_labels"]) == len(r["grid_cells"])
     assert results["claims"] and all(c["reproduced"] in (True, False) for c in results["claims"])
+    # the stages partition part of the run: each is timed once, and they fit in its wall time
+    # (each rounded to 0.01 s, the total to 0.1 s)
+    seconds = [s["seconds"] for s in results["stages"]]
+    assert len({s["stage"] for s in results["stages"]}) == len(seconds) and min(seconds) >= 0
+    assert sum(seconds) <= results["seconds"] + 0.005 * len(seconds) + 0.05
 
 
-def test_report_in_a_real_browser(quick_report, tmp_path):
-    results = json.loads((quick_report / "results.json").read_text())
+def test_report_in_a_real_browser(quick_demo_report, tmp_path):
+    results = json.loads((quick_demo_report / "results.json").read_text())
     driver = chromium_driver()
     try:
-        driver.get((quick_report / "index.html").resolve().as_uri())
+        driver.get((quick_demo_report / "index.html").resolve().as_uri())
         driver.execute_script("return document.readyState")
         images = driver.execute_script(
             "return Array.from(document.images).map(function(i){"
@@ -82,11 +76,12 @@ def test_report_in_a_real_browser(quick_report, tmp_path):
         assert all(cls == "px" for *_, cls in cells)      # drawn without smoothing
         n_rows = len(results["rows"])
         counts = driver.execute_script(
-            "return ['fid', 'walks', 'claims'].map(function(id){"
+            "return ['fid', 'walks', 'claims', 'stages'].map(function(id){"
             "var t = document.getElementById(id);"
             "return t ? [t.tagName, t.tBodies[0].rows.length, t.tHead.rows[0].cells.length] : null;});")
         assert counts[0][:2] == ["TABLE", n_rows] and counts[1][:2] == ["TABLE", n_rows]
         assert counts[2][:2] == ["TABLE", len(results["claims"])]
+        assert counts[3][:2] == ["TABLE", len(results["stages"])]
         # every method's edit grid is a table: one row per direction, one column per alpha
         grids = driver.execute_script(
             "return Array.from(document.querySelectorAll('table.grid')).map(function(t){"

@@ -13,9 +13,16 @@ The demo discovers directions with
 * SCA (Chen & Rohe's sparse components) on a max-pooled intermediate layer
   (``pooled_layer``), with PCA on the same pooled features beside it, as the
   sparsity paper does;
-* SeFa on the style-affine weights,
+* SeFa on the style-affine weights.
 
-then evaluates every set with
+Each layer is read once (``cfg.n_samples`` rows in memory: 262 MB at the
+init layer) and every method at it fits those rows
+(:func:`.pipeline.discover_at_layer`): one PCA per layer, of the largest count
+a PCA or FastICA run there asks for, gives the PCA rows (its leading axes)
+and whitens the FastICA runs (FastICA on its first ``k`` scores, which is
+FastICA's own whitening done once).
+
+It then evaluates every set with
 
 * edit FID (Palaev et al.): ``fid_images`` images, each edited by one random
   direction with ``alpha ~ U[-a, a]``, ``a`` = 3 and 6, ``alpha`` in standard
@@ -44,6 +51,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +227,21 @@ def _coordinates(w: np.ndarray, mean: np.ndarray, directions: np.ndarray) -> np.
     return c.T
 
 
+class _Stages:
+    """Wall time per stage of a run: ``with stages("edit FID"): ...`` adds to that stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 def _run_demo(out_dir, config):
     from ..directions import save_directions
     from ..metrics.disentanglement import (
@@ -231,53 +254,75 @@ def _run_demo(out_dir, config):
     from ..metrics.protocols import edit_fid
     from ..metrics.walks import plot_walk_curves
     from . import report as R
-    from .pipeline import discover, progress_bar
+    from .pipeline import discover, discover_at_layer, progress_bar, sample_layer
 
     cfg = config or DemoConfig()
     out = Path(out_dir)
     for sub in ("grids", "cells", "walks", "heatmaps", "directions"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    stages = _Stages()
     _log("loading the testbed generator and its feature network")
-    b = _Testbed(cfg.inception_weights)
+    with stages("loading the generator and the feature network"):
+        b = _Testbed(cfg.inception_weights)
     from bridges.generators import describe_sampler  # after _Testbed checked the extras
 
-    w_ref = b.w_of(cfg.seed + 1, 4000)
-    w_mean = w_ref.mean(axis=0)
-    w_cov = np.cov(w_ref, rowvar=False)
-    rms_std = float(np.sqrt(np.trace(w_cov) / w_cov.shape[0]))
-    names = b.factor_names
-    periods = [_PERIODS.get(n, 0.0) for n in names]
-
-    # the measured factors of one set of samples serve every method's DCI and scales
-    w_dci = w_ref[:cfg.dci_samples]
-    f_dci = b.measure(b.render(w_dci))
-    f_mean, f_std = f_dci.mean(axis=0), np.maximum(f_dci.std(axis=0), 1e-6)
-
-    fid_latents = b.w_of(cfg.seed + 2, cfg.fid_images)
-    walk_latents = b.w_of(cfg.seed + 3, cfg.walk_samples)
-    grid_latents = b.w_of(cfg.seed + 4, cfg.grid_samples)
+    with stages("reference samples (W statistics, measured factors for DCI)"):
+        w_ref = b.w_of(cfg.seed + 1, max(cfg.dci_samples, 4000))
+        w_mean = w_ref.mean(axis=0)
+        w_cov = np.cov(w_ref, rowvar=False)
+        rms_std = float(np.sqrt(np.trace(w_cov) / w_cov.shape[0]))
+        names = b.factor_names
+        periods = [_PERIODS.get(n, 0.0) for n in names]
+        # the measured factors of one set of samples serve every method's DCI and scales
+        w_dci = w_ref[:cfg.dci_samples]
+        f_dci = b.measure(b.render(w_dci))
+        f_mean, f_std = f_dci.mean(axis=0), np.maximum(f_dci.std(axis=0), 1e-6)
+        fid_latents = b.w_of(cfg.seed + 2, cfg.fid_images)
+        walk_latents = b.w_of(cfg.seed + 3, cfg.walk_samples)
+        grid_latents = b.w_of(cfg.seed + 4, cfg.grid_samples)
     distances = np.linspace(0.0, 3.0 * rms_std, cfg.walk_steps + 1)[1:]
+
+    # one generator pass per layer; every method at that layer fits the same rows, and one
+    # PCA per layer serves its PCA and whitens its FastICA runs (pipeline.discover_at_layer)
+    plans = _plans(cfg)
+    found = {}
+    layers = list(dict.fromkeys((p["layer"], p["pool"]) for p in plans if p["method"] != "sefa"))
+    for layer, pool in layers:
+        with stages("generator passes over the factorized layers"):
+            sample = sample_layer(b.adapter, layer, n_samples=cfg.n_samples, seed=cfg.seed,
+                                  batch_size=500, pool=pool[0] if pool else None,
+                                  pool_size=pool[1] if pool else None,
+                                  show_progress=cfg.show_progress)
+        requests = [(p["method"], p["k"]) for p in plans if (p["layer"], p["pool"]) == (layer, pool)]
+        _log(f"{layer}{' max-pooled' if pool else ''}: {sample.features.shape[0]} x "
+             f"{sample.features.shape[1]} rows in {sample.seconds:.1f} s; fitting "
+             + ", ".join(f"{m.upper()}-{k}" for m, k in requests))
+        with stages("factorization and lifting"):
+            fits = discover_at_layer(sample, requests, random_state=cfg.seed,
+                                     # the demo's ICA runs to 400 iterations (the default is 200)
+                                     estimator_params={"ica": {"max_iter": 400}})
+        found.update({(layer, pool, m, k): d for (m, k), d in fits.items()})
+        del sample, fits
+
     original_stats = None
     rows = []
     pooled_fits = {}
-    for p in _plans(cfg):
+    for p in plans:
         layer, method, k = p["layer"], p["method"], p["k"]
         label = _label(p)
-        _log(f"{label}: discovering")
-        found = discover(b.adapter, "w" if layer == "weights" else layer, method, k,
-                         n_samples=cfg.n_samples, seed=cfg.seed, batch_size=500,
-                         pool=p["pool"][0] if p["pool"] else None,
-                         pool_size=p["pool"][1] if p["pool"] else None,
-                         sefa_weights=b.sefa_weights() if method == "sefa" else None,
-                         random_state=cfg.seed, show_progress=cfg.show_progress,
-                         # the demo's ICA runs to 400 iterations (the library default is 200)
-                         estimator_params={"max_iter": 400} if method == "ica" else None)
-        dirs = found.directions.astype(np.float64)
+        if method == "sefa":
+            with stages("factorization and lifting"):
+                found[(layer, p["pool"], method, k)] = discover(
+                    b.adapter, "w", method, k, n_samples=cfg.n_samples, seed=cfg.seed,
+                    batch_size=500, sefa_weights=b.sefa_weights(), random_state=cfg.seed,
+                    show_progress=cfg.show_progress)
+        result = found[(layer, p["pool"], method, k)]
+        dirs = result.directions.astype(np.float64)
         if layer in ("w", "weights"):
             sigma = np.sqrt(np.einsum("kd,de,ke->k", dirs, w_cov, dirs))
         else:
-            sigma = found.scales.astype(np.float64)  # latent length of a one-std score step
+            sigma = result.scales.astype(np.float64)  # latent length of a one-std score step
         scaled = dirs * sigma[:, None]
         tag = f"{layer.replace('.', '_')}_{method}_{k}" + ("_maxpool" if p["pool"] else "")
         save_directions(out / "directions" / f"{tag}.npz", dirs.astype(np.float32),
@@ -290,10 +335,10 @@ def _run_demo(out_dir, config):
                                     "sampler": describe_sampler(cfg.seed, b.adapter.z_dim)})
         row = {"method": method.upper(), "components": k, "layer": layer, "label": label,
                "pool": f"max {p['pool'][1]}x{p['pool'][1]}" if p["pool"] else "",
-               "discover_seconds": round(found.seconds, 3), "tag": tag}
-        if found.r2 is not None:
-            row["lift_r2_mean"] = float(np.mean(found.r2))
-        est = found.estimator
+               "discover_seconds": round(result.seconds, 3), "tag": tag}
+        if result.r2 is not None:
+            row["lift_r2_mean"] = float(np.mean(result.r2))
+        est = result.estimator
         for attr in ("n_iter_", "converged_", "sparsity_"):
             if hasattr(est, attr):
                 v = getattr(est, attr)
@@ -301,53 +346,62 @@ def _run_demo(out_dir, config):
         if p["pool"] and method in ("pca", "sca"):
             pooled_fits[method] = (p, est)
         t_eval = time.perf_counter()
-        for a in cfg.alpha_ranges:
-            res = edit_fid(b.render, fid_latents, scaled, b.features, alpha_range=a, seed=cfg.seed,
-                           normalize=False, batch_size=500, original_statistics=original_stats)
-            original_stats = res.original_statistics
-            row[f"fid_a{a:g}"] = float(res.fid)
+        with stages("edit FID (rendering, features, Frechet distance)"):
+            for a in cfg.alpha_ranges:
+                res = edit_fid(b.render, fid_latents, scaled, b.features, alpha_range=a,
+                               seed=cfg.seed, normalize=False, batch_size=500,
+                               original_statistics=original_stats)
+                original_stats = res.original_statistics
+                row[f"fid_a{a:g}"] = float(res.fid)
         n_eval = min(cfg.walk_directions, len(dirs))
-        with progress_bar(n_eval, f"{label}: walks", cfg.show_progress):
+        with stages("walks (rendering, measuring the factors)"), \
+                progress_bar(n_eval, f"{label}: walks", cfg.show_progress):
             walk = factor_walk(b.render, b.measure, walk_latents, dirs[:n_eval], distances,
                                batch_size=1000)
-        changes = factor_change_matrix(walk, scale=f_std, periods=periods)
-        best, share = best_factors(changes)
-        scores = factor_walk_scores(walk, f_mean, f_std)
-        row["S_e"] = float(scores.efficiency)
-        row["S_d"] = float(scores.disentanglement)
-        row["share_mean"] = float(np.nanmean(share))
-        row["best_factors"] = [names[i] for i in best]
-        row["best_shares"] = [float(s) for s in share]
-        row["factor_changes"] = changes.tolist()
-        n_codes = min(len(dirs), cfg.walk_directions, w_ref.shape[1])
-        varying = np.flatnonzero(f_dci.std(axis=0) > 0)       # a constant factor has no code
-        if n_codes >= 2 and varying.size >= 2:
-            scores_dci = dci(_coordinates(w_dci, w_mean, dirs[:n_codes]), f_dci[:, varying])
-            row["dci_D"] = scores_dci.disentanglement
-            row["dci_C"] = scores_dci.completeness
-            row["dci_I"] = float(np.mean(scores_dci.informativeness))
-        row["dci_codes"] = n_codes
-        row["dci_factors"] = [names[j] for j in varying]
+        with stages("walk scores and DCI"):
+            changes = factor_change_matrix(walk, scale=f_std, periods=periods)
+            best, share = best_factors(changes)
+            scores = factor_walk_scores(walk, f_mean, f_std)
+            row["S_e"] = float(scores.efficiency)
+            row["S_d"] = float(scores.disentanglement)
+            row["share_mean"] = float(np.nanmean(share))
+            row["best_factors"] = [names[i] for i in best]
+            row["best_shares"] = [float(s) for s in share]
+            row["factor_changes"] = changes.tolist()
+            n_codes = min(len(dirs), cfg.walk_directions, w_ref.shape[1])
+            varying = np.flatnonzero(f_dci.std(axis=0) > 0)       # a constant factor has no code
+            if n_codes >= 2 and varying.size >= 2:
+                scores_dci = dci(_coordinates(w_dci, w_mean, dirs[:n_codes]), f_dci[:, varying])
+                row["dci_D"] = scores_dci.disentanglement
+                row["dci_C"] = scores_dci.completeness
+                row["dci_I"] = float(np.mean(scores_dci.informativeness))
+            row["dci_codes"] = n_codes
+            row["dci_factors"] = [names[j] for j in varying]
         dir_names = [f"dir {i}: {names[best[i]]}" for i in range(n_eval)]
-        plot_walk_curves(scores, out / "walks" / f"{tag}.png", direction_names=dir_names,
-                         attribute_names=names)
-        R.plot_heatmap(changes, dir_names, [f"{n} ({u})" for n, u in zip(names, b.factor_units)],
-                       out / "heatmaps" / f"{tag}.png",
-                       title=f"{label}: factor change per unit walk in W",
-                       unit="factor std per unit W distance")
+        with stages("plots (walk curves, heat maps)"):
+            plot_walk_curves(scores, out / "walks" / f"{tag}.png", direction_names=dir_names,
+                             attribute_names=names)
+            R.plot_heatmap(changes, dir_names,
+                           [f"{n} ({u})" for n, u in zip(names, b.factor_units)],
+                           out / "heatmaps" / f"{tag}.png",
+                           title=f"{label}: factor change per unit walk in W",
+                           unit="factor std per unit W distance")
         row["walk_plot"] = f"walks/{tag}.png"
         row["heatmap"] = f"heatmaps/{tag}.png"
-        row.update(_grids(b, R, out, tag, scaled, grid_latents, cfg, best, share, names))
+        with stages("edit grids (rendering, PNG cells)"):
+            row.update(_grids(b, R, out, tag, scaled, grid_latents, cfg, best, share, names))
         row["evaluate_seconds"] = round(time.perf_counter() - t_eval, 3)
         rows.append(row)
         fids = ", ".join("a=%g: %.3f" % (a, row["fid_a%g" % a]) for a in cfg.alpha_ranges)
         _log(f"{label}: FID {fids}; S_e {row['S_e']:.3f}, S_d {row['S_d']:.3f}, "
              f"DCI D {row.get('dci_D', float('nan')):.3f}")
     # alpha = 0 control: the same protocol with zero strength must give FID ~ 0
-    zero = edit_fid(b.render, fid_latents, np.zeros((1, fid_latents.shape[1])), b.features,
-                    alpha_range=1.0, seed=cfg.seed, normalize=False, batch_size=500,
-                    original_statistics=original_stats)
-    fig2 = _figure2(b, R, out, cfg, pooled_fits) if len(pooled_fits) == 2 else None
+    with stages("edit FID (rendering, features, Frechet distance)"):
+        zero = edit_fid(b.render, fid_latents, np.zeros((1, fid_latents.shape[1])), b.features,
+                        alpha_range=1.0, seed=cfg.seed, normalize=False, batch_size=500,
+                        original_statistics=original_stats)
+    with stages("Fig. 2 (pooled layer scatter)"):
+        fig2 = _figure2(b, R, out, cfg, pooled_fits) if len(pooled_fits) == 2 else None
     results = {"config": {k: v for k, v in cfg.__dict__.items() if k != "extra"},
                "generator": "bridges.builtin:load_testbed_generator",
                "feature_network": b.feature_name,
@@ -357,8 +411,10 @@ def _run_demo(out_dir, config):
                "factor_std": f_std.tolist(), "fid_alpha0_control": float(zero.fid),
                "rows": rows, "figure2": fig2}
     results["claims"] = _claims(rows, cfg)
-    results["seconds"] = round(time.perf_counter() - t_start, 1)
-    _write_report(out, results, cfg, R)
+    with stages("report (HTML, JSON, Markdown)"):
+        results["seconds"] = round(time.perf_counter() - t_start, 1)
+        results["stages"] = [{"stage": k, "seconds": round(v, 2)} for k, v in stages.seconds.items()]
+        _write_report(out, results, cfg, R)
     _log(f"done in {results['seconds']:.0f} s; open {out / 'index.html'}")
     return results
 
@@ -552,6 +608,23 @@ def _write_report(out: Path, results: dict, cfg: DemoConfig, R) -> None:
                   "real testbed images (bottom)'><figcaption>Top: 50 samples of the GAN; bottom: "
                   "50 rendered testbed images.</figcaption></figure>")
     sections.append("<section>" + intro + "</section>")
+    stage_rows = [{**r, "share": r["seconds"] / results["seconds"] if results["seconds"] else None}
+                  for r in results.get("stages", [])]
+    if stage_rows:
+        sections.append(
+            "<section><h2>Where the time went</h2><p>" + html.escape(
+                f"Wall time of this run: {results['seconds']:.1f} s on "
+                f"{os.cpu_count()} CPU core(s), after the interpreter and the libraries "
+                f"were imported; each method's discovery and evaluation times are in the "
+                f"tables below. JIT compilation falls in the stage that first runs a "
+                f"program. Each layer is read once and one PCA per layer (of the largest "
+                f"count asked there) gives the PCA rows and whitens the FastICA runs, which "
+                f"fit its first k scores.") + "</p>"
+            + R.html_table([R.Column("stage", "stage"),
+                            R.Column("seconds", "wall time", "s", digits=2),
+                            R.Column("share", "share of the run", "0-1", digits=2)],
+                           stage_rows, table_id="stages", caption="Run time by stage")
+            + "</section>")
 
     claim_rows = [{**c, "verdict": {True: "yes", False: "no", None: "n/a"}[c["reproduced"]]}
                   for c in results["claims"]]

@@ -311,3 +311,161 @@ def discover(adapter, layer: str, method: str, n_components: int, *, n_samples: 
     unit = (d / np.where(norms[:, None] == 0, 1, norms[:, None])).astype(np.float32)
     return Discovery(unit, norms.astype(np.float32), sp, est, np.asarray(lifted.r2),
                      time.perf_counter() - t0, convergence)
+
+
+# --------------------------------------------------------------- one pass, many fits
+
+
+class LayerSample(NamedTuple):
+    """The rows of one layer, read into memory by one pass of the generator.
+
+    Attributes:
+      layer: the layer's name (``'z'``/``'w'``: the latent itself).
+      features: ``(n, p)`` float32 rows (flattened, pooled when asked).
+      latents: ``(n, d)`` float32 latents of ``space`` of the same rows (the
+        features themselves when ``layer`` is the latent).
+      space: ``'z'`` or ``'w'``: where the directions of this layer live.
+      seconds: wall time of the pass.
+    """
+
+    layer: str
+    features: np.ndarray
+    latents: np.ndarray
+    space: str
+    seconds: float
+
+
+def sample_layer(adapter, layer: str, *, n_samples: int, seed: int = 0,
+                 batch_size: int | None = None, pool: str | None = None, pool_size=None,
+                 space: str | None = None, show_progress: bool = True) -> LayerSample:
+    """Read ``n_samples`` rows of ``layer`` (the same rows :func:`discover` streams) into memory.
+
+    Args:
+      adapter: a ``bridges`` latent adapter.
+      layer: a module name of the generator, or ``'z'``/``'w'``.
+      n_samples, seed, batch_size, pool, pool_size: as for
+        :class:`bridges.activations.ActivationStream`.
+      space: latent space of the lift (default ``'w'`` when the adapter has it).
+
+    Returns:
+      :class:`LayerSample`.
+    """
+    from bridges.activations import ActivationStream
+
+    t0 = time.perf_counter()
+    stream = ActivationStream(latent=adapter, layer=layer, n_samples=n_samples,
+                              batch_size=batch_size, seed=seed, pool=pool, pool_size=pool_size)
+    with progress_bar(n_samples, f"reading {layer}", show_progress) as update:
+        x = np.concatenate([np.asarray(b, np.float32) for b in
+                            ProgressSource(stream, update).blocks(stream.batch_size * 4)])
+    if layer in ("z", "w"):
+        return LayerSample(layer, x, x, layer, time.perf_counter() - t0)
+    sp = space or ("w" if "w" in adapter.latent_names else "z")
+    latents = np.asarray(stream.latents(0, n_samples)[sp], np.float32)
+    return LayerSample(layer, x, latents, sp, time.perf_counter() - t0)
+
+
+def _sign_by_largest(directions: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm with their largest-magnitude entry positive."""
+    d = np.asarray(directions, np.float64)
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+    signs = np.sign(d[np.arange(d.shape[0]), np.argmax(np.abs(d), axis=1)])
+    return (d * np.where(signs == 0, 1.0, signs)[:, None]).astype(np.float32)
+
+
+def discover_at_layer(sample: LayerSample, requests, *, random_state: int = 0,
+                      estimator_params: dict | None = None) -> dict:
+    """Every ``(method, k)`` of ``requests`` on one in-memory :class:`LayerSample`.
+
+    One PCA, of the largest ``k`` that any PCA or FastICA request asks for,
+    serves them all: a PCA request takes its first ``k`` components (the
+    leading ``k`` principal axes do not depend on how many more are computed:
+    identical with the exact solver, within the randomized solver's accuracy,
+    which only improves with the extra columns); a FastICA request runs on the
+    first ``k`` PCA scores, since FastICA's whitening *is* the projection on
+    the top ``k`` principal axes scaled to unit variance (Hyvarinen & Oja
+    2000, sec. 5.2), so the separate whitening pass over the ``p`` features is
+    the same work done again. SCA fits the features itself. Directions are
+    then lifted to the latent by least squares (layers) or mapped back from
+    the principal axes (the latent itself), as :func:`discover` does.
+
+    Args:
+      sample: the layer's rows and latents.
+      requests: ``(method, k)`` pairs, ``method`` in ``'pca'``, ``'ica'``, ``'sca'``.
+      random_state: seed of every estimator.
+      estimator_params: ``{method: {param: value}}`` passed to the estimators.
+
+    Returns:
+      ``{(method, k): Discovery}``. A PCA request's ``estimator`` is the shared
+      PCA (it may hold more than ``k`` components; the first ``k`` are the
+      request's); a FastICA request's is the FastICA fitted on the scores
+      (its ``components_`` act on the ``k`` PCA scores), and its ``seconds``
+      exclude the shared PCA, which a PCA request of the layer is charged
+      with (or the first FastICA request when there is none).
+
+    Raises:
+      PipelineError: an unknown method. ValueError: a count the data cannot give.
+    """
+    from ..lifting import lift_directions
+
+    params = estimator_params or {}
+    requests = [(str(m), int(k)) for m, k in requests]
+    for method, _ in requests:
+        if method not in ("pca", "ica", "sca"):
+            raise PipelineError(f"discover_at_layer fits 'pca', 'ica' or 'sca', not {method!r}")
+    x, latents = sample.features, sample.latents
+    n, p = x.shape
+    for method, k in requests:
+        _check_before_sampling(make_estimator(method, k, random_state=random_state,
+                                              **params.get(method, {})), n, p)
+    in_latent = sample.layer in ("z", "w")
+
+    def finish(est, scores, axes, seconds, convergence):
+        """Directions from ``scores`` (n, k) whose unit feature-space axes are the rows of ``axes``."""
+        t0 = time.perf_counter()
+        if in_latent:
+            dirs = np.asarray(axes, np.float32)
+            scales = projection_std([latents], dirs)
+            return Discovery(dirs, scales, sample.space, est, None,
+                             seconds + time.perf_counter() - t0, convergence)
+        lifted = lift_directions(latents, scores)
+        d = np.asarray(lifted.directions, np.float64)
+        norms = np.linalg.norm(d, axis=1)
+        unit = (d / np.where(norms[:, None] == 0, 1, norms[:, None])).astype(np.float32)
+        return Discovery(unit, norms.astype(np.float32), sample.space, est,
+                         np.asarray(lifted.r2), seconds + time.perf_counter() - t0, convergence)
+
+    out = {}
+    widest = max([k for m, k in requests if m in ("pca", "ica")], default=0)
+    pca_seconds = 0.0
+    if widest:
+        t0 = time.perf_counter()
+        pca = make_estimator("pca", widest, random_state=random_state, **params.get("pca", {}))
+        _fit_reporting(pca, x)
+        scores = np.asarray(pca.transform(x), np.float32)
+        components = np.asarray(pca.components_, np.float64)
+        pca_seconds = time.perf_counter() - t0
+    charged = any(m == "pca" for m, _ in requests)
+    for method, k in requests:
+        t0 = time.perf_counter()
+        if method == "pca":
+            out[(method, k)] = finish(pca, scores[:, :k], feature_directions(pca)[:k], pca_seconds,
+                                      None)
+        elif method == "ica":
+            est = make_estimator("ica", k, random_state=random_state, **params.get("ica", {}))
+            convergence = _fit_reporting(est, scores[:, :k])
+            sources = np.asarray(est.transform(scores[:, :k]), np.float32)
+            # feature-space mixing: x - mean ~ scores_k V_k = sources A^T V_k; FastICA's
+            # sign rule for directions_ (largest-magnitude entry positive)
+            axes = _sign_by_largest(np.asarray(est.mixing_, np.float64).T @ components[:k])
+            extra = 0.0 if charged else pca_seconds
+            charged = True
+            out[(method, k)] = finish(est, sources, axes, time.perf_counter() - t0 + extra,
+                                      convergence)
+        else:
+            est = make_estimator("sca", k, random_state=random_state, **params.get("sca", {}))
+            convergence = _fit_reporting(est, x)
+            out[(method, k)] = finish(est, np.asarray(est.transform(x), np.float32),
+                                      feature_directions(est), time.perf_counter() - t0,
+                                      convergence)
+    return out

@@ -42,7 +42,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .walks import WalkPredictions, WalkScores, walk_predictions, walk_scores
+from .protocols import latents_and_directions
+from .walks import WalkPredictions, WalkScores, walk_scores
 
 __all__ = ["DCIResult", "factor_walk", "factor_change_matrix", "best_factors",
            "factor_probabilities", "factor_walk_scores", "dci"]
@@ -70,7 +71,17 @@ class DCIResult(NamedTuple):
 
 def factor_walk(render: Callable, measure: Callable, latents, directions, distances, *,
                 batch_size: int = 256) -> WalkPredictions:
-    """Measured factors along two-sided unit-norm walks (:func:`walk_predictions` with ``measure``).
+    """Measured factors along two-sided unit-norm walks.
+
+    The same walks and the same result as
+    :func:`jaxfactor.metrics.walks.walk_predictions` with
+    ``predict = measure``, ``two_sided=True``, ``normalize=True``: the grid is
+    ``-t_max .. 0 .. t_max`` over ``distances`` (0 added), and the start
+    images are rendered once for all directions. The images of every
+    direction and distance are rendered and measured together,
+    ``batch_size`` latents per call, instead of one ``(direction, distance)``
+    walk step at a time (few, large batches: the generator's per-call cost is
+    paid ``K (S - 1) N / batch_size`` times, not ``K (S - 1)``).
 
     Args:
       render: ``(b, *latent_shape) numpy -> images``.
@@ -80,7 +91,7 @@ def factor_walk(render: Callable, measure: Callable, latents, directions, distan
       batch_size: latents per render call.
 
     Returns:
-      :class:`WalkPredictions`: ``predictions`` ``(K, S, N, J)`` are factor values.
+      :class:`WalkPredictions`: ``predictions`` ``(K, S, N, J)`` float64 are factor values.
 
     Examples:
       >>> import numpy as np
@@ -89,8 +100,48 @@ def factor_walk(render: Callable, measure: Callable, latents, directions, distan
       >>> walk.predictions.shape, float(walk.predictions[0, -1, 0, 0])
       ((2, 3, 3, 2), 2.0)
     """
-    return walk_predictions(render, measure, latents, directions, distances, two_sided=True,
-                            normalize=True, batch_size=batch_size)
+    latents, directions = latents_and_directions(latents, directions)
+    axes = tuple(range(1, directions.ndim))
+    norms = np.sqrt(np.sum(directions ** 2, axis=axes, keepdims=True))
+    if np.any(norms == 0):
+        raise ValueError("zero directions cannot be normalised")
+    directions = directions / norms
+    steps = np.asarray(distances, dtype=np.float64).ravel()
+    if steps.size == 0 or not np.all(np.isfinite(steps)) or np.any(steps < 0):
+        raise ValueError(f"distances must be finite and non-negative, got {steps}")
+    steps = np.unique(np.concatenate([[0.0], steps]))
+    if steps.size < 2:
+        raise ValueError("distances need at least one positive value")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    grid = np.concatenate([-steps[:0:-1], steps])
+    n, k = latents.shape[0], directions.shape[0]
+    dtype = latents.dtype if latents.dtype.kind == "f" else np.float64
+    start = latents.astype(dtype)
+    moving = grid[grid != 0.0]
+    shape = (1, -1, 1) + (1,) * (latents.ndim - 1)
+    # (K, S - 1, N, *latent_shape): z_n + t v_i, in the latents' dtype (as walk_predictions)
+    walked = (start[None, None] + moving.reshape(shape) * directions[:, None, None]).astype(dtype)
+    codes = np.concatenate([start, walked.reshape((-1,) + latents.shape[1:])])
+    values = []
+    for lo in range(0, codes.shape[0], batch_size):
+        z = codes[lo:lo + batch_size]
+        v = measure(render(z))
+        if type(v).__module__.startswith("torch"):
+            v = v.detach().cpu().numpy()
+        v = np.asarray(v, np.float64)
+        v = v[:, None] if v.ndim == 1 else v
+        if v.ndim != 2 or v.shape[0] != z.shape[0]:
+            raise ValueError(f"measure returned shape {v.shape} for {z.shape[0]} images; "
+                             f"(n, J) is expected")
+        values.append(v)
+    values = np.concatenate(values)
+    j = values.shape[1]
+    preds = np.empty((k, grid.size, n, j))
+    zero = int(np.flatnonzero(grid == 0.0)[0])
+    preds[:, zero] = values[:n][None]
+    preds[:, grid != 0.0] = values[n:].reshape(k, moving.size, n, j)
+    return WalkPredictions(grid, preds)
 
 
 def _periods(periods, j: int) -> np.ndarray:
