@@ -468,3 +468,25 @@ def choose_rotation_precision(rotation_precision: str, n_samples: int, n_feature
         return "float64"
     m = max(n_samples, n_features)
     return "float32" if tol >= ROTATION_FLOAT32_MARGIN * m * np.finfo(np.float32).eps else "float64"
+
+
+def choose_sca_acceleration(acceleration: str, varimax_start: str) -> str:
+    """The outer iteration SCA runs: ``'anderson'`` or ``'none'``.
+
+    ``'auto'``: ``'anderson'`` (Anderson mixing of epca's fixed-point map once it has
+    settled, :func:`jaxfactor.sca.sca_iterate`) when the varimax rotations restart from
+    the identity, as epca's do: the same fixed point to within the distance epca's own
+    stopping rule leaves (``tests/test_sca_reference.py``) in a third to a fifth of the
+    iterations (``benchmarks/results/bench_sca.md``); ``'none'`` for the warm-started
+    rotations, which do not use it.
+
+    Args:
+      acceleration: ``'auto'``, ``'anderson'`` or ``'none'``.
+      varimax_start: ``'identity'`` or ``'previous'``.
+
+    Returns:
+      ``'anderson'`` or ``'none'``.
+    """
+    if acceleration != "auto":
+        return acceleration
+    return "anderson" if varimax_start == "identity" else "none"

@@ -58,7 +58,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._linalg import linear_assignment, polar, project_l1_ball, varimax
+from ._linalg import linear_assignment, polar_small_svd, project_l1_ball, varimax, varimax_epca
 from ._policy import choose_reduced_rank, choose_svd_solver
 from ._status import iteration_status
 from .accumulate import centred_matmul, stack_rows, sum_rows
@@ -174,7 +174,8 @@ def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
       >>> bool(np.abs(prs(a, 2.0)).sum() <= 2.0 + 1e-5)  # inside the L1 ball
       True
     """
-    return _rotate_shrink(polar(a), budget, rotate=rotate, previous=previous, n_valid=n_valid)
+    return _rotate_shrink(polar_small_svd(a), budget, rotate=rotate, previous=previous,
+                          n_valid=n_valid)
 
 
 def _varimax_tol(tol, q, n_valid):
@@ -190,14 +191,9 @@ def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64"):
     on the criterion), which float32 cannot resolve: its stopping step, and so the
     rotation, then jitter from call to call. float64 here (and only here) fixes it.
     """
-    if precision == "float32" or q.dtype == jnp.float64:
+    if precision == "float32":
         return varimax(q, tol, max_iter, init=init, n_valid=n_valid).rotated
-    with jax.enable_x64(True):
-        wide = jnp.float64
-        start = None if init is None else init.astype(wide)
-        res = varimax(q.astype(wide), jnp.asarray(tol, wide), max_iter, init=start,
-                      n_valid=n_valid)
-        return res.rotated.astype(q.dtype)
+    return varimax_epca(q, tol, max_iter, init=init, n_valid=n_valid).rotated
 
 
 def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None,
@@ -207,7 +203,8 @@ def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=
         q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
                      precision=precision)
     elif rotate == "varimax":
-        q = varimax(q, 0.0, _WARM_STEPS, init=polar(q.T @ previous), n_valid=n_valid).rotated
+        start = polar_small_svd(q.T @ previous)
+        q = varimax(q, 0.0, _WARM_STEPS, init=start, n_valid=n_valid).rotated
     q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget, method="active_set")
@@ -306,13 +303,13 @@ class _Sides(NamedTuple):
 def _data_sides(x, mean) -> _Sides:
     apply = lambda y: centred_matmul(x, mean, y)  # noqa: E731
     apply_t = lambda z: _rmatmul(x, mean, z)  # noqa: E731
-    return _Sides(apply, apply_t, apply, lambda w: w, lambda w: polar(apply_t(w)))
+    return _Sides(apply, apply_t, apply, lambda w: w, lambda w: polar_small_svd(apply_t(w)))
 
 
 def _factored_sides(u, s, vt) -> _Sides:
     reduce = lambda y: s[:, None] * (vt @ y)  # noqa: E731
     return _Sides(lambda y: u @ reduce(y), lambda z: vt.T @ (s[:, None] * (u.T @ z)), reduce,
-                  lambda w: u @ w, lambda w: vt.T @ polar(s[:, None] * w))
+                  lambda w: u @ w, lambda w: vt.T @ polar_small_svd(s[:, None] * w))
 
 
 class _Options(NamedTuple):
@@ -331,9 +328,9 @@ def _epca_step(sides: _Sides, s, gamma, opts: _Options, rot: dict, n_valid):
     both sides (infinite at the first step, which compares against the unrotated SVD
     start)."""
     # k sqrt(n) budget on the sample side: never binding
-    z = _rotate_shrink(polar(s.xy), None, n_valid=n_valid, **rot)
+    z = _rotate_shrink(polar_small_svd(s.xy), None, n_valid=n_valid, **rot)
     z, xtz = _order_by(z, sides.apply_t(z))
-    y = _rotate_shrink(polar(xtz), gamma, **rot)
+    y = _rotate_shrink(polar_small_svd(xtz), gamma, **rot)
     y, xy = _order_by(y, sides.apply(y))
     change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
                          _matched_change(y, s.y, opts.stop_rule))
@@ -367,10 +364,16 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
     return jax.lax.while_loop(cond, body, init)
 
 
-_ANDERSON_DEPTH = 5
+_ANDERSON_DEPTH = 10
 # Anderson steps start once the plain change is below this many tolerances: from the SVD
 # start they can jump to another fixed point (measured at 3000 x 512, k = 10)
-_ANDERSON_START = 100.0
+_ANDERSON_START = 1000.0
+# the history restarts when the change grows more than tenfold: restarting at any growth
+# (the map jumps a little where a varimax stops one step earlier) discards it too often
+_ANDERSON_RESTART = 10.0
+# after this many stalls (a whole history without a new low) the plain iteration takes
+# over for good: where the map is too rough for mixing, epca's own steps still converge
+_ANDERSON_STALLS = 2
 
 
 class _AndersonState(NamedTuple):
@@ -384,6 +387,9 @@ class _AndersonState(NamedTuple):
     hist_y: jax.Array     # (depth + 1, p, k) inputs, in the output's column order
     hist_r: jax.Array     # (depth + 1, p, k) residuals output - input
     count: jax.Array      # valid history entries
+    best: jax.Array       # smallest change so far
+    since: jax.Array      # iterations since the change last reached a new low (or a restart)
+    stalls: jax.Array     # restarts for want of a new low; at _ANDERSON_STALLS mixing stops
 
 
 def _matching(new, old):
@@ -421,7 +427,10 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
     the next input is the Anderson combination of the last ``_ANDERSON_DEPTH``
     inputs and residuals, aligned to the output's column order (columns may trade
     places), once the change is below ``_ANDERSON_START tol``; the history restarts
-    when the change grows.
+    when the change grows more than ``_ANDERSON_RESTART``-fold or has not reached a
+    new low for ``_ANDERSON_DEPTH`` iterations (a plain step follows each restart);
+    after ``_ANDERSON_STALLS`` such stalls the plain iteration continues alone, so the
+    loop converges wherever epca's does (within ``max_iter``).
     """
     rot = dict(rotate=opts.rotate, tol=tol, precision=opts.rotation_precision)
     apply = sides.apply
@@ -431,7 +440,8 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
     hist = jnp.zeros((_ANDERSON_DEPTH + 1, p, k), dtype)
     inf = jnp.full((), jnp.inf, dtype)
     init = _AndersonState(jnp.zeros((), jnp.int32), y0, xy0, y0, xy0, jnp.zeros(xy0.shape, dtype),
-                          inf, hist, hist, jnp.zeros((), jnp.int32))
+                          inf, hist, hist, jnp.zeros((), jnp.int32), inf, jnp.zeros((), jnp.int32),
+                          jnp.zeros((), jnp.int32))
 
     def cond(s):
         return (s.i < max_iter) & (s.change > tol)
@@ -442,12 +452,18 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
         perm = _matching(y, s.y)
         hist_y = jnp.roll(s.hist_y[:, :, perm], -1, axis=0).at[-1].set(s.y[:, perm])
         hist_r = jnp.roll(s.hist_r[:, :, perm], -1, axis=0).at[-1].set(y - s.y[:, perm])
-        grew = change > s.change
-        count = jnp.where(grew | (s.i == 0), 1, jnp.minimum(s.count + 1, _ANDERSON_DEPTH + 1))
-        mix = (count >= 2) & (change < _ANDERSON_START * tol)
+        # restart on a large growth, or when a whole history brought no new low (a stall)
+        since = jnp.where(change < s.best, 0, s.since + 1)
+        stalled = since > _ANDERSON_DEPTH
+        restart = (change > _ANDERSON_RESTART * s.change) | stalled | (s.i == 0)
+        count = jnp.where(restart, 1, jnp.minimum(s.count + 1, _ANDERSON_DEPTH + 1))
+        since = jnp.where(restart, 0, since)
+        stalls = s.stalls + stalled.astype(jnp.int32)
+        mix = (count >= 2) & (change < _ANDERSON_START * tol) & (stalls < _ANDERSON_STALLS)
         y_next = jax.lax.cond(mix, lambda: _anderson_step(hist_y, hist_r, count), lambda: y)
         xy_next = jax.lax.cond(mix, lambda: apply(y_next), lambda: xy)
-        return _AndersonState(s.i + 1, y_next, xy_next, y, xy, z, change, hist_y, hist_r, count)
+        return _AndersonState(s.i + 1, y_next, xy_next, y, xy, z, change, hist_y, hist_r, count,
+                              jnp.minimum(change, s.best), since, stalls)
 
     s = jax.lax.while_loop(cond, body, init)
     return _LoopState(s.i, s.y_out, s.xy_out, s.z, s.change)
@@ -476,10 +492,10 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
     """
     dtype = y0.dtype
     # First step as the reference: varimax from I on both sides.
-    z0 = sides.lift(polar(sides.reduce(y0)))
+    z0 = sides.lift(polar_small_svd(sides.reduce(y0)))
     rot = dict(rotate="varimax", tol=tol, precision=opts.rotation_precision)
     z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot)
-    y1 = _rotate_shrink(polar(sides.apply_t(z1)), gamma, **rot)
+    y1 = _rotate_shrink(polar_small_svd(sides.apply_t(z1)), gamma, **rot)
     y1, coords1 = _order_by(y1, sides.reduce(y1))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
 
@@ -487,7 +503,7 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        w = polar(s.xy)
+        w = polar_small_svd(s.xy)
         z = sides.lift(w)
         y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y)
         y, coords = _order_by(y, sides.reduce(y))
@@ -497,8 +513,9 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
 
     state = jax.lax.while_loop(cond, body, init)
     xy = sides.lift(state.xy)
-    q = sides.lift(polar(state.xy))
-    z = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, init=polar(q.T @ z1),
+    q = sides.lift(polar_small_svd(state.xy))
+    z = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER,
+                 init=polar_small_svd(q.T @ z1),
                  n_valid=n_valid, precision=opts.rotation_precision)
     z, _ = _order_by(flip_skewness(z), sides.apply_t(z))
     return state._replace(xy=xy, z=z)

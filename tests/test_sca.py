@@ -636,3 +636,55 @@ def test_reduced_rank_policy():
     # row sources always use the reduced variant
     assert choose_reduced_rank(None, 300, 100, 3, in_memory=False) == 16
     assert choose_reduced_rank(7, 300, 100, 3, in_memory=False) == 7
+
+
+# ------------------------------------------- epca's varimax: float64 decisions, float32 steps
+
+def _planted_rotated(rng, m, k, support):
+    """An orthonormal ``(m, k)`` matrix whose varimax rotation is a planted sparse basis
+    (disjoint supports plus a little noise), rotated away from it by a random rotation."""
+    basis = np.zeros((m, k))
+    for j in range(k):
+        basis[j * support:(j + 1) * support, j] = rng.uniform(0.5, 1.5, support)
+    q, _ = np.linalg.qr(basis + 0.05 * rng.standard_normal((m, k)))
+    rot, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    return q @ rot
+
+
+def test_varimax_epca_takes_the_float64_decisions(rng):
+    import jax
+
+    from jaxfactor._linalg import polar_small_svd, small_svd, varimax, varimax_epca
+
+    m, k = 3000, 6
+    a = _planted_rotated(rng, m, k, support=200)
+    a32 = a.astype(np.float32)
+    tol = 1e-5 / math.sqrt(m)                 # epca's tolerance: below float32's resolution
+    with jax.enable_x64(True):
+        ref = varimax(jnp.asarray(a32, jnp.float64), tol, 1000)          # float64 throughout
+        ref_steps, ref_t = int(ref.n_iter), np.asarray(ref.rotation)
+        # float64 input: the float64 iteration itself (QR-algorithm SVDs: rounding apart)
+        same = varimax_epca(jnp.asarray(a32, jnp.float64), tol, 1000)
+        assert int(same.n_iter) == ref_steps and same.rotation.dtype == jnp.float64
+        bound64 = ref_steps * math.sqrt(k) * T.gamma(m, np.float64)
+        assert np.max(np.abs(np.asarray(same.rotation) - ref_t)) <= bound64
+    got = varimax_epca(jnp.asarray(a32), tol, 1000)
+    # the same stopping step, so the same rotation up to the float32 rounding of the early
+    # steps' rotations (sqrt(k) gamma(m) a step, accumulated at most linearly)
+    assert int(got.n_iter) == ref_steps and bool(got.converged)
+    bound = ref_steps * math.sqrt(k) * T.gamma(m)
+    assert np.max(np.abs(np.asarray(got.rotation) - ref_t)) <= bound
+    assert got.rotated.dtype == jnp.float32
+    assert np.max(np.abs(np.asarray(got.rotated) - a32 @ ref_t)) <= bound + k * T.gamma(k)
+    # a cap is a cap, in float32 steps as in float64 ones
+    for cap in (1, 2, 5):
+        assert int(varimax_epca(jnp.asarray(a32), tol, cap).n_iter) == min(cap, ref_steps)
+    # the QR-algorithm SVD and polar factor against LAPACK's
+    g = rng.standard_normal((k, k))
+    u, s, vt = small_svd(jnp.asarray(g))
+    assert np.max(np.abs(np.asarray(s) - np.linalg.svd(g, compute_uv=False))) \
+        <= 4 * k * T.eps() * np.linalg.norm(g, 2)
+    np.testing.assert_allclose(np.asarray(u * s @ vt), g,
+                               atol=4 * k * T.eps() * np.linalg.norm(g, 2))
+    q = np.asarray(polar_small_svd(jnp.asarray(a32)))
+    assert np.linalg.norm(q.T @ q - np.eye(k)) <= T.orthonormality_error(m, k)

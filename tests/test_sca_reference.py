@@ -277,7 +277,7 @@ def test_reference_reproduces_epca(rng, tmp_path):
 # ------------------------------------------------------ jaxfactor against it
 
 @pytest.mark.parametrize("budget,acceleration", [(1.0, "none"), (0.5, "none"),
-                                                (1.0, "anderson")])
+                                                (1.0, "auto"), (0.5, "auto")])
 def test_default_sca_reaches_the_reference_fixed_point(rng, budget, acceleration):
     # The agreement with epca: largest principal angle <= 1 degree, matched
     # cosines >= 0.999, zero pattern >= 99% identical, ||B|| and cumulative PVE within
@@ -289,6 +289,7 @@ def test_default_sca_reaches_the_reference_fixed_point(rng, budget, acceleration
     model = SCA(k, gamma=gamma, acceleration=acceleration, random_state=0)
     model.fit(x.astype(np.float32))
     assert model.rotation_precision_ == "float64" and model.converged_
+    assert model.acceleration_ == ("none" if acceleration == "none" else "anderson")
     a = agreement(ref.loadings, float(np.linalg.norm(ref.b)), ref.cpve,
                   model.components_.T.astype(np.float64), model.objective_,
                   model.explained_variance_ratio_)

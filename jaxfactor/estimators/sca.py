@@ -15,6 +15,7 @@ from .._policy import (
     Plan,
     choose_reduced_rank,
     choose_rotation_precision,
+    choose_sca_acceleration,
     choose_svd_solver,
     platform_of,
     range_method_of,
@@ -67,9 +68,12 @@ class SCA(Factorizer):
         (:func:`jaxfactor._policy.choose_rotation_precision`: float64 rotations
         unless ``tol`` is loose enough for float32), ``'float32'`` or
         ``'float64'``; the products with ``X`` stay in the data's dtype.
-      acceleration: ``'none'`` (epca's plain iteration) or ``'anderson'``
+      acceleration: ``'auto'`` (:func:`jaxfactor._policy.choose_sca_acceleration`:
+        ``'anderson'`` with the identity-restarted rotations), ``'anderson'``
         (Anderson mixing of epca's fixed-point map once it has settled: the same
-        fixed point in fewer iterations; ``benchmarks/results/bench_sca.md``).
+        fixed point, to within what epca's stopping rule leaves, in fewer
+        iterations; ``benchmarks/results/bench_sca.md``) or ``'none'`` (epca's
+        plain iteration, its iterates one by one: the exact reference path).
       block_rows: rows per block when ``X`` is a row source.
       mesh: a ``jax.sharding.Mesh`` (:func:`jaxfactor.sharding.row_mesh`)
         to split the rows of an in-memory ``X`` over its devices (padded to
@@ -100,6 +104,7 @@ class SCA(Factorizer):
       n_iter_: iterations run; converged_: bool.
       reduced_rank_: the rank the iteration ran on (``None``: on ``X``).
       rotation_precision_: the precision the varimax rotations ran in.
+      acceleration_: the outer iteration that ran (``'anderson'`` or ``'none'``).
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
       n_components_, n_samples_, n_features_in_: ints.
 
@@ -114,7 +119,7 @@ class SCA(Factorizer):
 
     def __init__(self, n_components=None, *, gamma=None, rotate="varimax", max_iter=1000,
                  tol=1e-5, reduced_rank=None, svd_solver="auto", varimax_start="identity",
-                 stop_rule="epca", rotation_precision="auto", acceleration="none",
+                 stop_rule="epca", rotation_precision="auto", acceleration="auto",
                  block_rows=4096, mesh=None, random_state=None, checkpoint=None,
                  checkpoint_every=16):
         self.n_components = n_components
@@ -144,7 +149,7 @@ class SCA(Factorizer):
         "varimax_start": [P.Options("previous", "identity")],
         "stop_rule": [P.Options(*STOP_RULES)],
         "rotation_precision": [P.Options("auto", *ROTATION_PRECISIONS)],
-        "acceleration": [P.Options(*ACCELERATIONS)],
+        "acceleration": [P.Options("auto", *ACCELERATIONS)],
     }
 
     def _check_params(self, n, p, in_memory=True):
@@ -174,10 +179,11 @@ class SCA(Factorizer):
         solver = ("streaming" if source is not None else "randomized" if rank is not None
                   else choose_svd_solver(self.svd_solver, n, p, k, True))
         precision = choose_rotation_precision(self.rotation_precision, n, p, float(self.tol), dtype)
+        acceleration = choose_sca_acceleration(self.acceleration, self.varimax_start)
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start,
                       stop_rule=self.stop_rule, rotation_precision=precision,
-                      acceleration=self.acceleration)
+                      acceleration=acceleration)
         if source is not None:
             res = sca_source(source, k, reduced_rank=rank, block_rows=int(self.block_rows),
                              dtype=dtype, mesh=self.mesh, checkpoint=self.checkpoint,
@@ -198,6 +204,7 @@ class SCA(Factorizer):
         self.n_iter_ = int(res.n_iter)
         self.reduced_rank_ = rank
         self.rotation_precision_ = precision
+        self.acceleration_ = acceleration
         self.plan_ = Plan(solver, *range_method_of(solver, "krylov", None), reduced_rank=rank,
                           platform=platform_of(self.mesh))
         self.converged_ = bool(res.converged)
