@@ -86,7 +86,10 @@ def fit_once(method, x, k):
             flops = 2.0 * n * p * adaptive_width(k, n, p) * pca.n_passes_
         else:
             rp = range_params(k, n, p, method=kind)
-            width = 2 * rp.n_iter * rp.block_size + rp.basis_size
+            if kind == "krylov" and solver == "randomized":   # narrow finish: randomized._krylov_normal_ritz
+                width = 2 * rp.n_iter * rp.block_size + rp.basis_size - (rp.n_iter - 1) * rp.block_size + k
+            else:
+                width = 2 * rp.n_iter * rp.block_size + rp.basis_size
             flops = 2.0 * n * p * width
         return pca.components_, pca.explained_variance_, flops, passes
     from sklearn.decomposition import PCA

@@ -15,7 +15,12 @@ folded into each product) build an orthonormal basis ``Q`` of ``p``-vectors.
 
 The basis is finished by Rayleigh-Ritz: the thin SVD of ``X_c Q`` (through a QR,
 or a tall-skinny QR over row blocks) gives singular values and right singular
-vectors ``V = Q W``. Signs follow :func:`jaxfactor._linalg.svd_flip`.
+vectors ``V = Q W``. In memory, when ``U`` is not wanted, Krylov skips the pass
+over the whole basis: the Rayleigh quotient ``Q^T A Q`` is assembled from the
+products the iteration already made plus one pass for the last block, and the
+SVD runs inside its top-``k`` Ritz subspace (:func:`_krylov_normal_ritz`; at
+``N = 10000, p = 16384, k = 500`` 10.6 s instead of 13.9 s, same accuracy).
+Signs follow :func:`jaxfactor._linalg.svd_flip`.
 
 Mixed precision (``precision=``, off by default): the products with ``X`` --
 nearly all of the flops -- can take TF32 or bfloat16 operands with float32
@@ -180,9 +185,71 @@ def _randomized_svd(x, key, n_components, params, center, compute_u, precision="
         return _rmatmul(data, xt, fold_mean, y, precision).astype(x.dtype)
 
     omega = jax.random.normal(key, (p, params.block_size), x.dtype)
+    if params.method == "krylov" and not compute_u:
+        s, vt = _krylov_normal_ritz(apply_normal, lambda q: accumulate.centred_matmul(
+            data, fold_mean, q, precision).astype(x.dtype), omega, params, n_components)
+        return SVDResult(None, s, vt, mean)
     basis = range_basis(apply_normal, omega, params)
     u, s, vt = _rayleigh_ritz(data, fold_mean, basis, n_components, compute_u, precision, x.dtype)
     return SVDResult(u, s, vt, mean)
+
+
+def _krylov_normal_ritz(apply_normal, apply_x, omega, params, k):
+    """Block Krylov, its Ritz vectors found without a pass over the whole basis.
+
+    Builds ``Q = [Q_0, ..., Q_{q-1}]`` as :func:`range_basis` does, keeping the
+    products ``W_j = A Q_j`` (``A = X_c^T X_c``) that each next block is made
+    from. The Rayleigh quotient ``H = Q^T A Q`` then needs one product with
+    ``X``, for the last block only: ``Q_i^T A Q_j = Q_i^T W_j`` for every
+    ``j < q - 1`` and ``Q_r^T A Q_r = (X_c Q_r)^T (X_c Q_r)`` for the last
+    block ``Q_r``. The top ``k`` eigenvectors of ``H`` span the Ritz subspace
+    ``V = Q Y_k``; the thin SVD of ``X_c V`` (one pass of ``k`` columns) then
+    resolves the singular values and vectors inside it at the SVD's accuracy
+    (``H``'s float32 eigenvalues carry an absolute error ``~ eps s_1^2``, enough
+    to pick the subspace but not to separate close singular values: ordering
+    by ``H`` alone moved the leading half of the components by 4 degrees
+    where the SVD moves them by 0.17). Passes of ``b`` columns: ``2 q + 1 +
+    k / b`` instead of ``2 q + q`` (at ``q = 5``, ``b = k / 2``: 13 instead
+    of 15).
+
+    Args:
+      apply_normal: ``(p, b) -> (p, b)``, ``Z -> A Z``.
+      apply_x: ``(p, r) -> (n, r)``, ``Z -> X_c Z``.
+      omega: ``(p, b)`` Gaussian start block.
+      params: Krylov sizes from :func:`range_params`.
+      k: components returned.
+
+    Returns:
+      ``(s, vt)``: ``(k,)`` singular values, descending, and ``(k, p)`` right
+      singular vectors with signs by :func:`~jaxfactor._linalg.svd_flip`.
+    """
+    basis = _extend_basis(None, apply_normal(omega))
+    last, products = basis, []
+    for _ in range(params.n_iter - 1):
+        width = basis.shape[1]
+        products.append(apply_normal(last))
+        basis = _extend_basis(basis, products[-1])
+        last = basis[:, width:]
+    basis = basis[:, :params.basis_size]
+    known = min(sum(w.shape[1] for w in products), basis.shape[1])
+    rest = basis[:, known:]
+    y = apply_x(rest)
+    h_rr = y.T @ y
+    if known:
+        w = jnp.concatenate(products, axis=1)[:, :known]
+        q_known = basis[:, :known]
+        h_kk = q_known.T @ w
+        h_kk = 0.5 * (h_kk + h_kk.T)
+        h_kr = w.T @ rest
+        h = jnp.block([[h_kk, h_kr], [h_kr.T, h_rr]])
+    else:
+        h = h_rr
+    _, v = jnp.linalg.eigh(0.5 * (h + h.T))
+    top = basis @ v[:, ::-1][:, :k]
+    r = jnp.linalg.qr(apply_x(top), mode="r")
+    _, s, vt = _ritz(r, top, k)
+    _, vt = svd_flip(None, vt)
+    return s, vt
 
 
 @full_float32

@@ -183,8 +183,12 @@ class PCA(Factorizer):
             method, _ = range_method_of(solver, self.method, self.n_iter)
             params = range_params(k, n, p, method=method, n_oversamples=self.n_oversamples,
                                   n_iter=self.n_iter, block_size=self.block_size)
-            # in memory X Z and X^T Y each read X; a stream fuses them into one pass per step
-            self.n_passes_ = params.n_iter + 1 if solver == "streaming" else 2 * params.n_iter + 1
+            # in memory X Z and X^T Y each read X; a stream fuses them into one pass per step.
+            # In memory Krylov finishes with two narrow passes (randomized._krylov_normal_ritz)
+            if solver == "streaming":
+                self.n_passes_ = params.n_iter + 1
+            else:
+                self.n_passes_ = 2 * params.n_iter + (2 if params.method == "krylov" else 1)
 
     def _set_fitted(self, res: PCAResult, n, solver):
         self.components_ = np.asarray(res.components)
