@@ -648,7 +648,8 @@ def _write_report(out: Path, results: dict, cfg: DemoConfig, R) -> None:
                   "real testbed images (bottom)'><figcaption>Top: 50 samples of the GAN; bottom: "
                   "50 rendered testbed images.</figcaption></figure>")
     sections.append("<section>" + intro + "</section>")
-    stage_rows = [{**r, "share": r["seconds"] / results["seconds"] if results["seconds"] else None,
+    stage_rows = [{**r, "share": 100 * r["seconds"] / results["seconds"] if results["seconds"]
+                   else None,
                    "thread": "background" if r["background"] else "main"}
                   for r in results.get("stages", [])]
     if stage_rows:
@@ -665,7 +666,7 @@ def _write_report(out: Path, results: dict, cfg: DemoConfig, R) -> None:
                 f"fit its first k scores.") + "</p>"
             + R.html_table([R.Column("stage", "stage"), R.Column("thread", "thread"),
                             R.Column("seconds", "wall time", "s", digits=2),
-                            R.Column("share", "share of the run", "0-1", digits=2)],
+                            R.Column("share", "share of the run", "%", digits=2)],
                            stage_rows, table_id="stages", caption="Run time by stage")
             + "</section>")
 
