@@ -2,6 +2,7 @@
 index (jaxfactor.stability) against a brute-force reference of its definition and the
 sampling theory of planted sources (Laplace sources score high, a Gaussian subspace low)."""
 import itertools
+import textwrap
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from jaxfactor import FastICA
 from jaxfactor.stability import bootstrap_rows, stability_index
 from tests import tolerances as T
+from tests.helpers import FOUR_DEVICES, ROOT, run_json_script
 from tests.test_ica import error_variance
 
 N_LAPLACE, N_GAUSS = 8, 4
@@ -168,3 +170,43 @@ def test_bad_n_restarts(rng, bad):
     x, _ = laplace_and_gauss(rng, n=200)
     with pytest.raises(ValueError, match="n_restarts"):
         FastICA(K, n_restarts=bad).fit(x)
+
+
+RESTARTS_SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {root!r})
+    from jaxfactor import FastICA
+    from jaxfactor.sharding import row_mesh
+    from tests.test_ica_stability import laplace_and_gauss
+
+    assert len(jax.devices()) == 4, jax.devices()
+    x, _ = laplace_and_gauss(np.random.default_rng({seed}), n={n})     # not a multiple of 4
+    fits = [FastICA({k}, algorithm="picard", n_restarts={r}, tol={tol}, max_iter=500,
+                    random_state=0, mesh=m).fit(x) for m in (None, row_mesh())]
+    print(json.dumps({{"objective": [m.objective_ for m in fits],
+                       "stability": [m.stability_.tolist() for m in fits],
+                       "components": [m.components_.tolist() for m in fits]}}))
+""")
+
+
+@pytest.mark.slow
+def test_row_sharded_restarts(rng):
+    """Over a 4-device row mesh (padded rows) the restarts reach the single device's
+    objective, and the bootstrap (other draws: the padded length differs) scores the
+    Laplace sources above the bound and the Gaussian subspace below them."""
+    n, seed = 20001, int(rng.integers(1 << 30))
+    out = run_json_script(RESTARTS_SHARDED.format(root=ROOT, seed=seed, n=n, k=K, r=R, tol=TOL),
+                          **FOUR_DEVICES)
+    x, s = laplace_and_gauss(np.random.default_rng(seed), n=n)
+    single, sharded = out["objective"]
+    assert abs(sharded - single) <= 2 * T.gamma(n * K) * single + K * (K - 1) * TOL**2 / LAMBDA_MIN
+    bound = source_bounds(s, n, R)
+    for comps, stab in zip(out["components"], out["stability"]):
+        comps, stab = np.asarray(comps), np.asarray(stab)
+        y = (x - x.mean(0)) @ comps.T
+        corr = np.abs(np.corrcoef(y.T, s.T)[:K, K:])
+        laplace = corr[:, :N_LAPLACE].max(axis=1) > 0.9
+        assert laplace.sum() == N_LAPLACE
+        assert np.all(stab[laplace] >= bound[corr[laplace, :N_LAPLACE].argmax(axis=1)])
+        assert stab[~laplace].max() < stab[laplace].min() - T.LAMBDA / np.sqrt(n)
