@@ -467,6 +467,60 @@ def paper_start_markdown(rows):
     return lines + [""]
 
 
+def stability_cases(spec, n=N, restarts=4):
+    """``FastICA(algorithm='picard')`` without and with ``n_restarts`` on the planted data
+    ``p:k:n_gauss`` (the last ``n_gauss`` sources Gaussian): wall time (first calls,
+    compilation included), objective, and how ``stability_`` ranks the components within
+    cos 0.95 of a Laplace source against the others."""
+    from jaxfactor import FastICA
+
+    p, k, n_gauss = (int(v) for v in spec.split(":"))
+    x, a = planted(n, p, k, seed=k + n_gauss, n_gauss=n_gauss)
+    rows = []
+    for r in (None, restarts):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = FastICA(k, algorithm="picard", n_restarts=r, random_state=0, max_iter=500).fit(x)
+        wall = time.perf_counter() - t0
+        q = np.abs(m.components_.astype(np.float64) @ a)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        lap = q[:, :k - n_gauss].max(axis=1) > 0.95
+        row = dict(case="stability", n=n, p=p, k=k, n_gauss=n_gauss, n_restarts=r, wall_s=wall,
+                   n_iter=int(m.n_iter_), objective=m.objective_, laplace_components=int(lap.sum()),
+                   loadavg=os.getloadavg()[0])
+        if r:
+            st = m.stability_
+            row.update(restart_objectives=m.restart_objectives_.tolist(),
+                       stability_laplace_min=float(st[lap].min()),
+                       stability_laplace_median=float(np.median(st[lap])),
+                       stability_other_max=float(st[~lap].max()) if (~lap).any() else None,
+                       stability_other_median=float(np.median(st[~lap])) if (~lap).any() else None)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def stability_markdown(rows):
+    lines = ["## Which components are real: n_restarts and stability_", "",
+             "bench_ica.py --stability P:K:NGAUSS: FastICA(algorithm='picard') alone and with "
+             "n_restarts = R (R starts on the data, the best objective kept, and R bootstrap "
+             "fits for stability_); times are first calls (compilation included). 'Laplace' "
+             "components are those within cos 0.95 of a planted Laplace source.", "",
+             "| n | p | k | Gaussian sources | n_restarts | time (s) | steps | objective | "
+             "Laplace components | stability of those: min / median | of the others: max / "
+             "median | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['p']} | {r['k']} | {r['n_gauss']} | {r['n_restarts'] or '-'} "
+                     f"| {r['wall_s']:.1f} | {r['n_iter']} | {r['objective']:.4f} | "
+                     f"{r['laplace_components']} | {fmt(r.get('stability_laplace_min'))} / "
+                     f"{fmt(r.get('stability_laplace_median'))} | "
+                     f"{fmt(r.get('stability_other_max'))} / "
+                     f"{fmt(r.get('stability_other_median'))} | {r['loadavg']:.1f} |")
+    return lines + [""]
+
+
 def start_markdown(rows):
     lines = ["## Starts: which start reaches the planted basin", "",
              "Each start refined by jaxfactor's Picard-O to a Riemannian gradient below 1e-4 "
@@ -566,6 +620,8 @@ def main(argv=None):
     parser.add_argument("--paper-starts", type=int, nargs="*", metavar="K",
                         help="only run the start strategies at p = 16384, N = 10000 for these k "
                              "(paper_start_cases)")
+    parser.add_argument("--stability", nargs="*", metavar="P:K:NGAUSS",
+                        help="only run FastICA without and with n_restarts (stability_cases)")
     parser.add_argument("--paper-starts-quick", action="store_true",
                         help="with --paper-starts: the planted and the random start only")
     parser.add_argument("--white-cache", metavar="DIR",
@@ -594,6 +650,17 @@ def main(argv=None):
         out = json.loads(path.with_suffix(".json").read_text())
         out["start_rows"] = [r for r in out.get("start_rows", [])
                              if (r["n"], r["k"]) != (n_s, k_s)] + rows_s
+        path.with_suffix(".json").write_text(json.dumps(out, indent=2))
+        path.with_suffix(".md").write_text(markdown(out))
+        print(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
+        return
+    if args.stability:
+        st_rows = [r for spec in args.stability for r in stability_cases(spec)]
+        path = Path(args.out)
+        out = json.loads(path.with_suffix(".json").read_text())
+        redone = {(r["p"], r["k"], r["n_gauss"]) for r in st_rows}
+        out["stability_rows"] = [r for r in out.get("stability_rows", [])
+                                 if (r["p"], r["k"], r["n_gauss"]) not in redone] + st_rows
         path.with_suffix(".json").write_text(json.dumps(out, indent=2))
         path.with_suffix(".md").write_text(markdown(out))
         print(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
@@ -824,6 +891,8 @@ def markdown(out):
         lines += start_markdown(out["start_rows"])
     if out.get("paper_start_rows"):
         lines += paper_start_markdown(out["paper_start_rows"])
+    if out.get("stability_rows"):
+        lines += stability_markdown(out["stability_rows"])
     if out.get("solver_rows"):
         lines += solver_markdown(out["solver_rows"])
         for run in out.get("solver_runs", []):
