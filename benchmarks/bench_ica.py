@@ -315,7 +315,7 @@ def paper_start_cases(k, n=N, p=16384, cache=None, seed=0, max_iter=500, quick=F
 
     * ``planted``: the planted unmixing (the optimum's basin, the target);
     * ``random``: a Gaussian start (seed 1);
-    * ``best of R``: ``R`` Gaussian starts batched (:func:`jaxfactor.stability.ica_restarts`),
+    * ``best of R``: ``R`` Gaussian starts batched (:func:`jaxfactor.metrics.stability.ica_restarts`),
       the lowest objective kept;
     * ``grow``: Picard-O in a random ``k / 2``-dimensional subspace of the whitened space
       from a random start, its most non-Gaussian half kept, completed by a random rotation
@@ -332,7 +332,7 @@ def paper_start_cases(k, n=N, p=16384, cache=None, seed=0, max_iter=500, quick=F
 
     from jaxfactor.metrics.amari import amari_distance
     from jaxfactor.picard import picard_o
-    from jaxfactor.stability import ica_restarts
+    from jaxfactor.metrics.stability import ica_restarts
     from jaxfactor.whitening import whiten
 
     path = Path(cache) / f"white_n{n}_p{p}_k{k}.npz" if cache else None

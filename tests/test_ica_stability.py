@@ -1,5 +1,5 @@
 """FastICA(n_restarts=R): the best of R batched starts, and the per-component stability
-index (jaxfactor.stability) against a brute-force reference of its definition and the
+index (jaxfactor.metrics.stability) against a brute-force reference of its definition and the
 sampling theory of planted sources (Laplace sources score high, a Gaussian subspace low)."""
 import itertools
 import textwrap
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxfactor import FastICA
-from jaxfactor.stability import bootstrap_rows, stability_index
+from jaxfactor.metrics.stability import bootstrap_rows, stability_index
 from tests import tolerances as T
 from tests.helpers import FOUR_DEVICES, ROOT, run_json_script
 from tests.test_ica import error_variance
@@ -32,7 +32,7 @@ def laplace_and_gauss(rng, n=N, p=20):
 
 
 def reference_index(w_ref, w_runs):
-    """The index of :mod:`jaxfactor.stability` by brute force (float64): matching by
+    """The index of :mod:`jaxfactor.metrics.stability` by brute force (float64): matching by
     every permutation, similarities pair by pair."""
     k = w_ref.shape[0]
     members = [w_ref]

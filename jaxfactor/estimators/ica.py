@@ -31,7 +31,7 @@ from .._validation import ConvergenceWarning
 from ..ica import ALGORITHMS, CONTRASTS, fastica
 from ..picard import PICARD_CONTRASTS, ica_criteria, picard_o
 from ..sharding import shard_block, shard_rows
-from ..stability import bootstrap_rows, ica_restarts, stability_index
+from ..metrics.stability import bootstrap_rows, ica_restarts, stability_index
 from ..whitening import WhiteningResult, whiten, whiten_source
 
 __all__ = ["FastICA"]
@@ -163,7 +163,7 @@ class FastICA(Factorizer):
         ``'logcosh'``/``'exp'``, the highest for ``'cube'``), and ``R`` more
         seeded fits on bootstrap resamples of the whitened rows, from which
         ``stability_`` is computed (ICASSO's 'both' mode, Himberg, Hyvarinen &
-        Esposito 2004; :mod:`jaxfactor.stability`). Each group of ``R`` runs
+        Esposito 2004; :mod:`jaxfactor.metrics.stability`). Each group of ``R`` runs
         is one ``vmap``-ed program over the shared whitened data; the cost is
         about ``2 R`` fits.
 
@@ -195,7 +195,7 @@ class FastICA(Factorizer):
       plan_: the :class:`jaxfactor._policy.Plan` the fit ran.
       stability_: ``(k,)`` float64 in ``[0, 1]``, only with ``n_restarts``:
         each returned component's stability index
-        (:func:`jaxfactor.stability.stability_index`): its cluster is the
+        (:func:`jaxfactor.metrics.stability.stability_index`): its cluster is the
         component with its best one-to-one match (by ``|corr|`` of the
         sources) in each bootstrap fit; the index is the cluster's mean
         ``|corr|`` minus its mean ``|corr|`` to the nearest other cluster.

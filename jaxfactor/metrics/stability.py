@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._linalg import full_float32
-from .ica import _as_count, fastica
-from .picard import ica_criteria, picard_o
+from .._linalg import full_float32
+from ..ica import _as_count, fastica
+from ..picard import ica_criteria, picard_o
 
 __all__ = ["RestartResult", "StabilityResult", "bootstrap_rows", "ica_restarts",
            "stability_index"]
@@ -106,6 +106,13 @@ def bootstrap_rows(key: jax.Array, n_rows: int, n_valid: int, n_runs: int) -> ja
       ``(R, n_rows)`` int32: the first ``n_valid`` entries of each row uniform on
       ``[0, n_valid)``, the rest the padded rows themselves (still zero after the
       gather, as the kernels require).
+
+    Examples:
+      >>> import jax
+      >>> from jaxfactor.metrics.stability import bootstrap_rows
+      >>> rows = bootstrap_rows(jax.random.key(0), 6, 4, 2)
+      >>> rows.shape, rows[:, 4:].tolist(), bool((rows[:, :4] < 4).all())
+      ((2, 6), [[4, 5], [4, 5]], True)
     """
     draws = jax.random.randint(key, (n_runs, n_rows), 0, n_valid, dtype=jnp.int32)
     keep = jnp.arange(n_rows, dtype=jnp.int32)
@@ -139,7 +146,7 @@ def ica_restarts(white: jax.Array, w_inits: jax.Array, rows: jax.Array | None = 
 
     Examples:
       >>> import jax, numpy as np
-      >>> from jaxfactor.stability import ica_restarts
+      >>> from jaxfactor.metrics.stability import ica_restarts
       >>> from jaxfactor.whitening import whiten
       >>> s = np.random.default_rng(0).laplace(size=(1000, 3)).astype(np.float32)
       >>> white = whiten(s @ np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32), 3).white
@@ -183,11 +190,11 @@ def stability_index(w_ref, w_runs) -> StabilityResult:
 
     Examples:
       >>> import numpy as np
-      >>> from jaxfactor.stability import stability_index
+      >>> from jaxfactor.metrics.stability import stability_index
       >>> q = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
       >>> res = stability_index(q, np.stack([q[[1, 0, 3, 2]], -q]))  # same rows, any order/sign
       >>> np.round(res.index, 6).tolist(), res.matches[0].tolist()
-      [[1.0, 1.0, 1.0, 1.0], [1, 0, 3, 2]]
+      ([1.0, 1.0, 1.0, 1.0], [1, 0, 3, 2])
     """
     w_ref = np.asarray(w_ref, np.float64)
     w_runs = np.asarray(w_runs, np.float64)
