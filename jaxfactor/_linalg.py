@@ -26,6 +26,7 @@ __all__ = [
     "project_l1_ball",
     "VarimaxResult",
     "varimax",
+    "varimax_bb",
     "linear_assignment",
     "small_svd",
     "polar_small_svd",
@@ -405,6 +406,107 @@ def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
     if normalize:
         rotated = rotated * norms
     return VarimaxResult(rotated, t, n_iter, d <= d_prev * (1 + tol))
+
+
+# varimax_bb: the non-monotone test compares with the lowest of this many criteria,
+# and a step is halved at most this many times before it is taken anyway
+_BB_MEMORY = 10
+_BB_HALVINGS = 30
+
+
+def varimax_bb(a: jax.Array, rtol=1e-6, max_iter=500, *, init: jax.Array | None = None,
+               n_valid=None) -> VarimaxResult:
+    """Varimax by Riemannian gradient ascent with Barzilai-Borwein steps, to a
+    stationary point.
+
+    Maximises the criterion of :func:`varimax`, ``f(T) = sum_ij L_ij^4 / 4 -
+    sum_j (sum_i L_ij^2)^2 / (4 m)`` with ``L = a T``, over orthogonal ``T``: the
+    Euclidean gradient is ``G = a^T (L^3 - L diag(mean L^2))`` (what R's step takes
+    the polar factor of), the Riemannian one ``T skew(T^T G)``; a step is
+    ``T <- polar(T + alpha T skew(T^T G))`` with ``alpha`` the Barzilai-Borwein
+    ratio ``<s, s> / <s, y>`` of the last two iterates, halved until the criterion
+    is at least the lowest of the last ten (a non-monotone test). It stops when
+    ``||skew(T^T G)||_F <= rtol ||G||_F``: a stationarity test, where R's rule stops
+    at the first step of small growth (on a plateau, far from it).
+
+    Measured (``benchmarks/study_varimax.py``, the loading side of SCA's first outer
+    iteration, float64): to a gradient of 1e-11, 80 criterion evaluations at
+    ``(2048, 20)`` where R's step takes about 450, and about 820 at ``(16384, 50)``
+    where R's step takes about 5000 (and R's rule does not stop within its 1000-step
+    cap). The two may end at different local maxima of the criterion (at
+    ``(16384, 50)`` this one's is 0.5% lower).
+
+    Args:
+      a: ``(m, k)`` float array, ``k <= m``.
+      rtol: relative stationarity tolerance (traced); 1e-6 suits float32.
+      max_iter: cap on the criterion evaluations (traced).
+      init: ``(k, k)`` orthogonal start (default the identity).
+      n_valid: the row count the column means of ``L^2`` divide by (default ``m``).
+
+    Returns:
+      :class:`VarimaxResult`; ``n_iter`` counts criterion evaluations, ``converged``
+      whether the stationarity test held.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxfactor._linalg import varimax, varimax_bb
+      >>> a = np.linalg.qr(np.random.default_rng(0).normal(size=(40, 3)))[0]
+      >>> res = varimax_bb(a.astype(np.float32))
+      >>> ref = varimax(a, 1e-12, 5000).rotated        # R's steps run to convergence
+      >>> bool(res.converged), bool(np.allclose(np.abs(res.rotated.T @ ref).max(1), 1, atol=1e-4))
+      (True, True)
+    """
+    m, k = a.shape
+    dtype = a.dtype
+    count = jnp.asarray(m if n_valid is None else n_valid, dtype)
+    tiny = jnp.finfo(dtype).tiny
+    # (k, m) layout as in varimax; the barrier keeps the transpose out of the dots
+    a_t = jax.lax.optimization_barrier(a.T)
+
+    def evaluate(t):
+        lam = t.T @ a_t
+        g = a_t @ (lam ** 3 - lam * (jnp.sum(lam * lam, axis=1, keepdims=True) / count)).T
+        f = jnp.sum(lam ** 4) / 4 - jnp.sum(jnp.sum(lam * lam, axis=1) ** 2) / (4 * count)
+        skew = t.T @ g
+        skew = (skew - skew.T) / 2
+        return f, t @ skew, jnp.linalg.norm(skew) / jnp.maximum(jnp.linalg.norm(g), tiny)
+
+    def retract(w):
+        u, _, vt = small_svd(w)
+        return u @ vt
+
+    t0 = jnp.eye(k, dtype=dtype) if init is None else init.astype(dtype)
+    f0, g0, r0 = evaluate(t0)
+    alpha0 = 1e-2 / jnp.maximum(jnp.linalg.norm(g0), tiny)
+    i0 = jnp.ones((), jnp.int32)
+
+    def cond(s):
+        return (s[6] < max_iter) & (s[3] > rtol)
+
+    def body(s):
+        t, f, g, _, alpha, hist, i = s
+        ref = jnp.min(hist)
+
+        def too_low(b):
+            return (b[2] < ref) & (b[5] < _BB_HALVINGS)
+
+        def halve(b):
+            step = b[0] * 0.5
+            t_new = retract(t + step * g)
+            return (step, t_new, *evaluate(t_new), b[5] + 1)
+
+        t_new = retract(t + alpha * g)
+        step, t_new, f_new, g_new, r_new, tries = jax.lax.while_loop(
+            too_low, halve, (alpha, t_new, *evaluate(t_new), jnp.zeros((), jnp.int32)))
+        s_vec, y_vec = (t_new - t).ravel(), (g - g_new).ravel()
+        sy = s_vec @ y_vec
+        alpha = jnp.where(sy > 0, (s_vec @ s_vec) / jnp.where(sy > 0, sy, 1), 2 * step)
+        hist = jnp.roll(hist, -1).at[-1].set(f_new)
+        return t_new, f_new, g_new, r_new, alpha, hist, i + tries + 1
+
+    t, _, _, r, _, _, n_eval = jax.lax.while_loop(
+        cond, body, (t0, f0, g0, r0, alpha0, jnp.full((_BB_MEMORY,), f0), i0))
+    return VarimaxResult(a @ t, t, n_eval, r <= rtol)
 
 
 def symmetric_decorrelation(w: jax.Array, method: str = "eigh") -> jax.Array:

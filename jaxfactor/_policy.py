@@ -482,7 +482,7 @@ def choose_sca_acceleration(acceleration: str, varimax_start: str) -> str:
 
     Args:
       acceleration: ``'auto'``, ``'anderson'`` or ``'none'``.
-      varimax_start: ``'identity'`` or ``'previous'``.
+      varimax_start: ``'identity'``, ``'previous'`` or ``'converged'``.
 
     Returns:
       ``'anderson'`` or ``'none'``.

@@ -303,6 +303,66 @@ def test_varimax_matches_numpy_reference(rng, shape):
     assert abs(_varimax_criterion(rot) - _varimax_criterion(want)) <= _criterion_error(want, d_rot)
 
 
+
+def _riemannian_gradient(a, t):
+    """float64 ``skew(T^T G)`` of the varimax criterion (``G`` as in ``_varimax_path``)."""
+    z = a @ t
+    g = a.T @ (z ** 3 - z * (z ** 2).sum(axis=0) / a.shape[0])
+    m = t.T @ g
+    return (m - m.T) / 2
+
+
+@pytest.mark.parametrize("shape", [(60, 4), (300, 6)])
+def test_varimax_bb_reaches_the_maximum_r_converges_to(rng, shape):
+    # a rotated sparse matrix: one maximum (up to signed permutations), which R's steps
+    # reach when run far past R's tolerance; varimax_bb must reach it too
+    p, k = shape
+    sparse = rng.standard_normal(shape) * (rng.uniform(size=shape) < 0.2)
+    a = sparse @ np.linalg.qr(rng.standard_normal((k, k)))[0]
+    t_ref = _varimax_path(a, eps=0.0, max_iter=5000)[-1]
+    res = L.varimax_bb(jnp.asarray(a, jnp.float32), 1e-6)
+    t = np.asarray(res.rotation, np.float64)
+    assert bool(res.converged)
+    d = _rotation_error(k)
+    np.testing.assert_array_less(np.linalg.norm(t.T @ t - np.eye(k)), 2 * d + d * d)
+    t = np.linalg.svd(t)[0] @ np.linalg.svd(t)[2]          # its nearest rotation, in float64
+    # the Riemannian Hessian at the reference maximum, by central differences along
+    # the skew basis: its smallest curvature mu bounds the distance to the maximum by
+    # ||grad|| / mu (twice, for the quadratic model's slack near the maximum)
+    basis = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            e = np.zeros((k, k))
+            e[i, j], e[j, i] = 1 / math.sqrt(2), -1 / math.sqrt(2)
+            basis.append(e)
+    h = 1e-5
+
+    def grad_coords(r):
+        gr = _riemannian_gradient(a, r)
+        return np.array([np.sum(gr * e) for e in basis])
+
+    def expm_skew(w):
+        vals, vecs = np.linalg.eig(w)
+        return np.real(vecs @ np.diag(np.exp(vals)) @ np.linalg.inv(vecs))
+
+    hess = np.array([(grad_coords(t_ref @ expm_skew(h * e)) - grad_coords(t_ref @ expm_skew(-h * e)))
+                     / (2 * h) for e in basis])
+    mu = np.linalg.eigvalsh(-(hess + hess.T) / 2).min()
+    assert mu > 0
+    # the float64 gradient where varimax_bb stopped: its float32 stopping test plus the
+    # float32 rounding of the products (gamma(p) relative to |a| |a t|^3 terms)
+    grad = np.linalg.norm(_riemannian_gradient(a, t))
+    z = np.abs(a) @ np.abs(t)
+    g_scale = np.linalg.norm(np.abs(a).T @ (z ** 3 + z * (z ** 2).sum(axis=0) / p))
+    assert grad <= 1e-6 * g_scale + 4 * gamma(p + k) * g_scale
+    # the same maximum: the rotations differ by a signed permutation and a rotation
+    # within 2 ||grad|| / mu
+    rel = t_ref.T @ t
+    perm = np.round(rel)
+    assert np.allclose(np.abs(perm).sum(axis=0), 1) and np.allclose(np.abs(perm).sum(axis=1), 1)
+    assert np.linalg.norm(rel - perm) <= 2 * grad / mu + d
+
+
 def test_varimax_normalize_and_zero_input(rng):
     # a well-separated optimum (rotated sparse matrix), so float32 and float64 agree
     sparse = rng.standard_normal((50, 3)) * (rng.uniform(size=(50, 3)) < 0.3)

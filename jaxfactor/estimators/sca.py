@@ -60,7 +60,10 @@ class SCA(Factorizer):
       varimax_start: ``'identity'`` (restart each varimax from ``I`` and run
         it to R's tolerance, as ``epca``: the reference method) or
         ``'previous'`` (ten varimax steps per call from the previous
-        iterate's rotation; see :func:`sca_iterate`).
+        iterate's rotation) or ``'converged'`` (from the same start, each
+        varimax run to a stationary point by Barzilai-Borwein ascent: at
+        ``p = 16384, k = 50`` the fast path that converges); see
+        :func:`jaxfactor.sca.sca_iterate`.
       stop_rule: ``'epca'`` (epca's Hungarian-matched sum over unit-normalised
         columns of the largest entry change) or ``'max_entry'`` (the largest
         entry change of any matched column; the rule before epca's).
@@ -146,7 +149,7 @@ class SCA(Factorizer):
         "rotate": [P.Options(*ROTATIONS)],
         "reduced_rank": [P.Constant(None), P.Options("auto"), P.Interval(int, 1, None)],
         "svd_solver": [P.Options("auto", "full", "randomized")],
-        "varimax_start": [P.Options("previous", "identity")],
+        "varimax_start": [P.Options("previous", "identity", "converged")],
         "stop_rule": [P.Options(*STOP_RULES)],
         "rotation_precision": [P.Options("auto", *ROTATION_PRECISIONS)],
         "acceleration": [P.Options("auto", *ACCELERATIONS)],
