@@ -429,12 +429,13 @@ def varimax_bb(a: jax.Array, rtol=1e-6, max_iter=500, *, init: jax.Array | None 
     ``||skew(T^T G)||_F <= rtol ||G||_F``: a stationarity test, where R's rule stops
     at the first step of small growth (on a plateau, far from it).
 
-    Measured (``benchmarks/study_varimax.py``, the loading side of SCA's first outer
-    iteration, float64): to a gradient of 1e-11, 80 criterion evaluations at
-    ``(2048, 20)`` where R's step takes about 450, and about 820 at ``(16384, 50)``
-    where R's step takes about 5000 (and R's rule does not stop within its 1000-step
-    cap). The two may end at different local maxima of the criterion (at
-    ``(16384, 50)`` this one's is 0.5% lower).
+    Measured (``benchmarks/results/study_varimax.md``: the loading side of SCA's first
+    outer iteration on GAN-like data, float64, from the identity, to a gradient of
+    1e-11): 175 criterion evaluations at ``(2048, 20)`` where R's steps take 1178, and
+    659 at ``(16384, 50)`` where 8000 of R's steps do not get there (R's rule would stop
+    at step 2509, past its 1000-step cap). From the identity the two end at different
+    local maxima (criteria 0.13% and 0.17% below the best found); SCA therefore runs it
+    only warm, from a rotation near the previous iterate's (``varimax_start='converged'``).
 
     Args:
       a: ``(m, k)`` float array, ``k <= m``.
