@@ -214,13 +214,13 @@ def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=
     if rotate == "varimax" and previous is None:
         q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
                      precision=precision)
-    elif rotate == "varimax" and warm == "converged":
-        start = polar_small_svd(q.T @ previous)
-        q = varimax_bb(q, _CONVERGED_RTOL, _CONVERGED_MAX_EVALS, init=start,
-                       n_valid=n_valid).rotated
     elif rotate == "varimax":
         start = polar_small_svd(q.T @ previous)
-        q = varimax(q, 0.0, _WARM_STEPS, init=start, n_valid=n_valid).rotated
+        if warm == "converged":
+            q = varimax_bb(q, _CONVERGED_RTOL, _CONVERGED_MAX_EVALS, init=start,
+                           n_valid=n_valid).rotated
+        else:
+            q = varimax(q, 0.0, _WARM_STEPS, init=start, n_valid=n_valid).rotated
     q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget, method="active_set")
