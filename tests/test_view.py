@@ -508,25 +508,35 @@ def test_bounded_load(server, viewer):
         return [x for r in results for x in r]
 
     run(warm)                                          # warm-up: allocator pools, lazy imports, caches
-    gc.collect()
-    threads_before, rss_before, objects_before = threading.active_count(), _rss_bytes(), len(gc.get_objects())
-    t0 = time.perf_counter()
-    got = run(queries)
-    wall = time.perf_counter() - t0
-    rss_growth = _rss_bytes() - rss_before
-    gc.collect()
-    object_growth = len(gc.get_objects()) - objects_before
-    assert len(got) == 200
-    assert all(status == 200 and head == b"\x89PNG\r\n\x1a\n" for status, _, _, head in got), \
-        {status for status, *_ in got}
+    threads_before = threading.active_count()
+    # two measured rounds of the same 200 queries: a leak of what one request makes grows the
+    # process in both rounds alike, while the allocators' slack (per-thread arenas, fragmentation
+    # of freed image buffers: measured 0-9 MiB over one round) is taken up once, so the smaller
+    # growth of the two is what is bounded
+    rss_growth, object_growth, walls, got = [], [], [], None
+    for _ in range(2):
+        gc.collect()
+        rss_before, objects_before = _rss_bytes(), len(gc.get_objects())
+        t0 = time.perf_counter()
+        got = run(queries)
+        walls.append(time.perf_counter() - t0)
+        rss_growth.append(_rss_bytes() - rss_before)
+        gc.collect()
+        object_growth.append(len(gc.get_objects()) - objects_before)
+        assert len(got) == 200
+        assert all(status == 200 and head == b"\x89PNG\r\n\x1a\n" for status, _, _, head in got), \
+            {status for status, *_ in got}
     lat = np.array([t for _, t, _, _ in got]) * 1e3
+    body = np.mean([size for _, _, size, _ in got])
     print(f"\nload: 200 renders, 8 clients: p50 {np.percentile(lat, 50):.1f} ms, "
-          f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms, {200 / wall:.0f} renders/s, "
-          f"RSS growth {rss_growth / 2**20:.2f} MiB, {object_growth} more Python objects")
+          f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms, {200 / walls[-1]:.0f} renders/s, "
+          f"RSS growth per round {[f'{g / 2**20:.2f}' for g in rss_growth]} MiB, "
+          f"{object_growth} more Python objects, mean PNG {body / 1024:.1f} KiB")
     # nothing is kept per request: a leak of one Python object per request adds 200, so
-    # the bound is half that; the process may grow by the allocators' slack (arenas, 8 MiB)
-    assert object_growth < 100
-    assert rss_growth < 8 * 2**20
+    # the bound is half that
+    assert min(object_growth) < 100
+    # measured: 3.7 then 0.07 MiB here, 9.1 MiB over a single round on the CI machine
+    assert min(rss_growth) < 8 * 2**20
     assert not server.renderer._waiting
     time.sleep(0.2)
     assert threading.active_count() <= threads_before    # keep-alive handler threads ended
