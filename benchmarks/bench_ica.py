@@ -325,13 +325,8 @@ def paper_start_cases(k, n=N, p=16384, cache=None, seed=0, max_iter=500, quick=F
       update without the Gram-Schmidt step, all rows at once: ``w <- E[z g(w^T z)] -
       E[g'(w^T z)] w``, normalised) for 50 steps, then decorrelated and refined;
     * ``exp then logcosh``: a contrast schedule, Picard-O with ``fun='exp'`` first;
-    * ``reseed``: rounds of data-point seeds (the ``3 k`` samples of largest norm in the
-      complement of the rows kept so far, normalised), each iterated alone by the one-unit
-      tanh update (40 steps, the seed's own sample left out, projected on the complement),
-      the most non-Gaussian distinct ones (``E[G]`` lowest, pairwise cos < 0.5) filling the
-      complement, Picard-O on all ``k``; then the ``(r + 1) k / 12`` most non-Gaussian rows of
-      that result are kept for round ``r + 1``; rounds stop when the objective no longer
-      drops by ``1e-4`` relative (at most 8), the best objective kept.
+    * ``reseed``: :func:`jaxfactor.ica_init.reseed_init` (``FastICA(init='reseed')``),
+      Picard-O refining each round.
 
     ``quick``: the planted and the random start only; ``reseed_only``: the ``reseed`` start
     only (rows merged with the others by the caller).
@@ -458,64 +453,21 @@ def paper_start_cases(k, n=N, p=16384, cache=None, seed=0, max_iter=500, quick=F
     return rows
 
 
-def reseed_start(white, k, refine, add, found, n_seeds=None, steps=40, max_rounds=8, seed=11):
-    """The ``reseed`` candidate of :func:`paper_start_cases` (its docstring); adds one row."""
-    white = np.asarray(white, np.float32)
-    n = white.shape[0]
-    n_seeds = 3 * k if n_seeds is None else n_seeds
-    rng = np.random.default_rng(seed)
+def reseed_start(white, k, refine, add, found, seed=11):
+    """The ``reseed`` candidate of :func:`paper_start_cases`:
+    :func:`jaxfactor.ica_init.reseed_init` with Picard-O refining (``refine``); adds one row."""
+    import jax
+    import jax.numpy as jnp
 
-    def g_mean(w):
-        y = w @ white.T
-        return np.mean(np.abs(y) + np.log1p(np.exp(-2 * np.abs(y))), axis=1)
-
-    def one_unit(w, proj, own):
-        for _ in range(steps):
-            g = np.tanh(w @ white.T)
-            g[np.arange(len(w)), own] = 0.0          # a seed's own sample would pin it in place
-            w = (g @ white / n - np.mean(1 - g * g, axis=1)[:, None] * w) @ proj
-            w /= np.linalg.norm(w, axis=1, keepdims=True)
-        return w
+    from jaxfactor.ica_init import reseed_init
 
     t0 = time.perf_counter()
-    kept = np.zeros((0, k), np.float32)
-    best, log, total_steps, t_refine = None, [], 0, 0.0
-    for rnd in range(max_rounds):
-        proj = (np.eye(k) - kept.T @ kept).astype(np.float32)
-        zp = white @ proj
-        norms = np.linalg.norm(zp, axis=1)
-        idx = np.argsort(-norms)[:n_seeds]
-        w = np.concatenate([one_unit(zp[idx[i:i + k]] / norms[idx[i:i + k], None], proj,
-                                     idx[i:i + k]) for i in range(0, n_seeds, k)])
-        pick = []
-        for i in np.argsort(g_mean(w)):
-            if all(abs(w[i] @ w[j]) < 0.5 for j in pick):
-                pick.append(i)
-            if len(pick) + len(kept) == k:
-                break
-        q = np.linalg.qr(w[pick].T.astype(np.float64))[0].T
-        u, _, vt = np.linalg.svd(w[pick] @ q.T)
-        new = (u @ vt) @ q
-        rest = k - len(kept) - len(new)
-        fill = (np.linalg.qr((proj - q.T @ q) @ rng.standard_normal((k, rest)))[0].T if rest
-                else np.zeros((0, k)))
-        w0 = np.concatenate([kept, new, fill])
-        r, t = refine(w0)
-        t_refine += t
-        total_steps += int(r.n_iter)
-        obj = float(r.objective)
-        log.append(f"{found(r.w, 0.9)}")
-        if best is not None and obj > best[1].objective * (1 - 1e-4):
-            break
-        if best is None or obj < float(best[1].objective):
-            best = (w0, r)
-        wr = np.asarray(r.w, np.float32)
-        kept = wr[np.argsort(g_mean(wr))[:min((rnd + 1) * k // 12, k - 1)]]
+    out = reseed_init(jnp.asarray(white, jnp.float32), lambda w0: refine(w0)[0],
+                      key=jax.random.key(seed))
     seconds = time.perf_counter() - t0
-    w0, r = best
-    add(f"reseed: {len(log)} rounds of {n_seeds} data-point seeds, one-unit x {steps}, the "
-        f"(r + 1) k / 12 most non-Gaussian rows kept (sources within cos 0.9 after each "
-        f"round: {', '.join(log)})", w0, r, seconds, total_steps - int(r.n_iter))
+    add(f"reseed (jaxfactor.ica_init.reseed_init): {len(out.objectives)} rounds, objectives "
+        + ", ".join(f"{v:.4f}" for v in out.objectives), out.w_init, out.result, seconds,
+        out.n_refine_iter - int(out.result.n_iter))
 
 
 def paper_start_markdown(rows):

@@ -337,6 +337,23 @@ class VarimaxResult(NamedTuple):
     converged: jax.Array
 
 
+def _varimax_gradient(a_t, t, count):
+    """Varimax's Euclidean gradient at rotation ``t`` and the loadings it rotates.
+
+    Args:
+      a_t: ``(k, m)`` loadings, transposed (the long axis last, as the dots want it).
+      t: ``(k, k)`` rotation.
+      count: scalar, the number of loading rows the column means are over.
+
+    Returns:
+      ``(g, lam_t)``: ``g = a^T (L^3 - L diag(mean L^2))``, ``(k, k)``, with ``L = a t``, and
+      ``lam_t = L^T``, ``(k, m)``.
+    """
+    lam_t = t.T @ a_t
+    m_t = lam_t ** 3 - lam_t * (jnp.sum(lam_t * lam_t, axis=1, keepdims=True) / count)
+    return a_t @ m_t.T, lam_t
+
+
 @partial(jax.jit, static_argnames=("normalize",))
 def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
             init: jax.Array | None = None, n_valid=None) -> VarimaxResult:
@@ -389,9 +406,7 @@ def varimax(a: jax.Array, tol=1e-5, max_iter=1000, *, normalize: bool = False,
 
     def step(state):
         t, _, d, i = state
-        lam_t = t.T @ a_t                                    # (a t)^T
-        m_t = lam_t ** 3 - lam_t * (jnp.sum(lam_t * lam_t, axis=1, keepdims=True) / count)
-        g = a_t @ m_t.T                                      # a^T (L^3 - L diag(mean L^2))
+        g, _ = _varimax_gradient(a_t, t, count)
         u, s, vt = small_svd(g)
         return u @ vt, d, jnp.sum(s), i + 1
 
@@ -465,8 +480,7 @@ def varimax_bb(a: jax.Array, rtol=1e-6, max_iter=500, *, init: jax.Array | None 
     a_t = jax.lax.optimization_barrier(a.T)
 
     def evaluate(t):
-        lam = t.T @ a_t
-        g = a_t @ (lam ** 3 - lam * (jnp.sum(lam * lam, axis=1, keepdims=True) / count)).T
+        g, lam = _varimax_gradient(a_t, t, count)
         f = jnp.sum(lam ** 4) / 4 - jnp.sum(jnp.sum(lam * lam, axis=1) ** 2) / (4 * count)
         skew = t.T @ g
         skew = (skew - skew.T) / 2
@@ -632,9 +646,8 @@ def polar_small_svd(a: jax.Array) -> jax.Array:
 def _varimax_step(a_t, count):
     """One step of R's varimax on ``a^T`` (``(k, m)``): ``T -> (polar(G), sum(s(G)))``."""
     def step(t):
-        lam_t = t.T @ a_t
-        m_t = lam_t ** 3 - lam_t * (jnp.sum(lam_t * lam_t, axis=1, keepdims=True) / count)
-        u, s, vt = small_svd(a_t @ m_t.T)
+        g, _ = _varimax_gradient(a_t, t, count)
+        u, s, vt = small_svd(g)
         return u @ vt, jnp.sum(s)
     return step
 

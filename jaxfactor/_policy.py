@@ -45,6 +45,9 @@ class Plan(NamedTuple):
       platform: the JAX platform the fit ran on (``'cpu'``, ``'gpu'``, ...).
       algorithm: FastICA's solver (``'parallel'``, ``'deflation'``, ``'picard'``),
         else ``None``.
+      init: FastICA's start (``'random'``, ``'reseed'``, ``'w_init'`` for a given
+        matrix), else ``None``.
+      n_restarts: FastICA's seeded starts (``None``: one), else ``None``.
     """
 
     solver: str | None
@@ -55,6 +58,8 @@ class Plan(NamedTuple):
     reduced_rank: int | None = None
     platform: str = "cpu"
     algorithm: str | None = None
+    init: str | None = None
+    n_restarts: int | None = None
 
 
 def platform_of(mesh=None) -> str:

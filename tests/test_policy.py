@@ -92,8 +92,12 @@ def test_estimators_record_their_plan(rng):
     ica = FastICA(4, whiten_solver="randomized", random_state=0).fit(s)
     # k + 10 > 2% of min(n, p): the large-k subspace finder with its two iterations
     assert ica.plan_ == Plan("randomized", "subspace", policy.WHITEN_SUBSPACE_ITER,
-                             decorrelation="eigh", platform="cpu", algorithm="parallel")
-    assert FastICA(4, random_state=0).fit(s).plan_ == Plan("svd", decorrelation="eigh", algorithm="parallel")
+                             decorrelation="eigh", platform="cpu", algorithm="parallel",
+                             init="random")
+    assert FastICA(4, random_state=0).fit(s).plan_ == Plan("svd", decorrelation="eigh",
+                                                           algorithm="parallel", init="random")
+    plan = FastICA(4, w_init=np.eye(4), n_restarts=2).fit(s).plan_
+    assert (plan.init, plan.n_restarts) == ("w_init", 2)
     assert FastICA(4, decorrelation="newton-schulz").fit(s).plan_.decorrelation == "newton-schulz"
     sca = SCA(3, reduced_rank=10).fit(x)
     assert sca.plan_ == Plan("randomized", "krylov", None, reduced_rank=10, platform="cpu")
