@@ -449,21 +449,28 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
     loop converges wherever epca's does (within ``max_iter``).
     """
     rot = dict(rotate=opts.rotate, tol=tol, precision=opts.rotation_precision)
-    apply = sides.apply
+    xy0 = sides.apply(y0)
+    return _anderson_loop(lambda s: _epca_step(sides, s, gamma, opts, rot, n_valid),
+                          sides.apply, jnp.zeros((), jnp.int32), y0, xy0,
+                          jnp.zeros(xy0.shape, y0.dtype), tol, max_iter)
+
+
+def _anderson_loop(step, coords_of, i0, y0, xy0, z0, tol, max_iter):
+    """The loop of :func:`_iterate_anderson` around ``step(s) -> (z, y, xy, change)``
+    (``s.y``: the input, ``s.xy = coords_of(s.y)``, ``s.z``: the last sample side,
+    ``s.i``: the iteration), from iteration ``i0``; returns a :class:`_LoopState`."""
     dtype = y0.dtype
     p, k = y0.shape
-    xy0 = apply(y0)
     hist = jnp.zeros((_ANDERSON_DEPTH + 1, p, k), dtype)
     inf = jnp.full((), jnp.inf, dtype)
-    init = _AndersonState(jnp.zeros((), jnp.int32), y0, xy0, y0, xy0, jnp.zeros(xy0.shape, dtype),
-                          inf, hist, hist, jnp.zeros((), jnp.int32), inf, jnp.zeros((), jnp.int32),
-                          jnp.zeros((), jnp.int32))
+    init = _AndersonState(i0, y0, xy0, y0, xy0, z0, inf, hist, hist, jnp.zeros((), jnp.int32),
+                          inf, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def cond(s):
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z, y, xy, change = _epca_step(sides, s, gamma, opts, rot, n_valid)
+        z, y, xy, change = step(s)
         # inputs and residuals in the output's column order
         perm = _matching(y, s.y)
         hist_y = jnp.roll(s.hist_y[:, :, perm], -1, axis=0).at[-1].set(s.y[:, perm])
@@ -473,13 +480,13 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
         settled = change < _ANDERSON_START * tol
         since = jnp.where(settled & (change >= s.best), s.since + 1, 0)
         stalled = since > _ANDERSON_DEPTH
-        restart = (change > _ANDERSON_RESTART * s.change) | stalled | (s.i == 0)
+        restart = (change > _ANDERSON_RESTART * s.change) | stalled | (s.i == i0)
         count = jnp.where(restart, 1, jnp.minimum(s.count + 1, _ANDERSON_DEPTH + 1))
         since = jnp.where(restart, 0, since)
         stalls = s.stalls + stalled.astype(jnp.int32)
         mix = (count >= 2) & settled & (stalls < _ANDERSON_STALLS)
         y_next = jax.lax.cond(mix, lambda: _anderson_step(hist_y, hist_r, count), lambda: y)
-        xy_next = jax.lax.cond(mix, lambda: apply(y_next), lambda: xy)
+        xy_next = jax.lax.cond(mix, lambda: coords_of(y_next), lambda: xy)
         return _AndersonState(s.i + 1, y_next, xy_next, y, xy, z, change, hist_y, hist_r, count,
                               jnp.minimum(change, s.best), since, stalls)
 
@@ -520,7 +527,7 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
     def cond(s):
         return (s.i < max_iter) & (s.change > tol)
 
-    def body(s):
+    def step(s):
         w = polar_small_svd(s.xy)
         z = sides.lift(w)
         y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y,
@@ -528,9 +535,18 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
         y, coords = _order_by(y, sides.reduce(y))
         change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
                              _matched_change(y, s.y, opts.stop_rule))
+        return z, y, coords, change
+
+    def body(s):
+        z, y, coords, change = step(s)
         return _LoopState(s.i + 1, y, coords, z, change)
 
-    state = jax.lax.while_loop(cond, body, init)
+    if opts.acceleration == "anderson" and opts.varimax_start == "converged":
+        # each warm varimax run to a stationary point makes the outer map a function
+        # of its input alone, smooth enough for mixing
+        state = _anderson_loop(step, sides.reduce, init.i, y1, coords1, z0, tol, max_iter)
+    else:
+        state = jax.lax.while_loop(cond, body, init)
     xy = sides.lift(state.xy)
     q = sides.lift(polar_small_svd(state.xy))
     z = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER,
@@ -622,9 +638,10 @@ def sca_iterate(x: jax.Array, mean: jax.Array, y0: jax.Array, gamma, *, tol=1e-5
         precision of the varimax rotations (static). float32 cannot resolve
         epca's varimax tolerance (:func:`jaxfactor._policy.choose_rotation_precision`).
       acceleration: ``'none'`` (default, epca's plain iteration) or
-        ``'anderson'``: with ``varimax_start='identity'``, Anderson mixing of the
-        fixed-point map ``Y -> PRS(X_c^T PRS(X_c Y))`` once it has settled
-        (:func:`_iterate_anderson`): the same fixed point in fewer iterations (static).
+        ``'anderson'``: with ``varimax_start='identity'`` or ``'converged'``, Anderson
+        mixing of the fixed-point map ``Y -> PRS(X_c^T PRS(X_c Y))`` once it has settled
+        (:func:`_iterate_anderson`, :func:`_anderson_loop`): the same fixed point in
+        fewer iterations; ignored with ``'previous'`` (static).
       n_valid: true row count when ``x`` carries padding rows (traced;
         default ``x.shape[0]``); used for varimax's column means on the
         sample side.

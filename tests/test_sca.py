@@ -449,13 +449,16 @@ def test_reduced_space_variant_matches_full_on_low_rank_data(rng):
     assert np.all(np.abs(np.where(mismatch, reduced.components_ + full.components_, 0)) <= d_y)
 
 
-@pytest.mark.parametrize("start", ["previous", "converged"])
-def test_varimax_start_previous_reaches_a_nearby_fixed_point(rng, start):
+@pytest.mark.parametrize("start, acceleration", [("previous", "auto"), ("converged", "none"),
+                                                 ("converged", "auto")])
+def test_varimax_start_previous_reaches_a_nearby_fixed_point(rng, start, acceleration):
     x, y_true = planted_sparse(rng)
     gamma = 0.95 * np.abs(y_true).sum()
     restart = SCA(3, gamma=gamma).fit(x)
-    follow = SCA(3, gamma=gamma, varimax_start=start).fit(x)
+    follow = SCA(3, gamma=gamma, varimax_start=start, acceleration=acceleration).fit(x)
     assert follow.converged_
+    assert follow.acceleration_ == ("anderson" if (start, acceleration) == ("converged", "auto")
+                                    else "none")
     # Both stopped with no entry of Z or Y moving by more than tol, so each is within tol
     # an entry of the fixed point (contraction at most 1/2), which the warm varimax, once
     # the loadings stand still, shares with the restarted one, plus each run's rounding

@@ -72,7 +72,8 @@ class SCA(Factorizer):
         unless ``tol`` is loose enough for float32), ``'float32'`` or
         ``'float64'``; the products with ``X`` stay in the data's dtype.
       acceleration: ``'auto'`` (:func:`jaxfactor._policy.choose_sca_acceleration`:
-        ``'anderson'`` with the identity-restarted rotations), ``'anderson'``
+        ``'anderson'`` with the identity-restarted and the converged warm rotations),
+        ``'anderson'``
         (Anderson mixing of epca's fixed-point map once it has settled: the same
         fixed point, to within what epca's stopping rule leaves, in fewer
         iterations; ``benchmarks/results/bench_sca.md``) or ``'none'`` (epca's
@@ -183,6 +184,8 @@ class SCA(Factorizer):
                   else choose_svd_solver(self.svd_solver, n, p, k, True))
         precision = choose_rotation_precision(self.rotation_precision, n, p, float(self.tol), dtype)
         acceleration = choose_sca_acceleration(self.acceleration, self.varimax_start)
+        if self.rotate == "varimax" and self.varimax_start == "previous":
+            acceleration = "none"          # the ten fixed warm steps are not mixed
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start,
                       stop_rule=self.stop_rule, rotation_precision=precision,
