@@ -135,7 +135,8 @@ def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alp
       fun: the contrast, ``'logcosh'``, ``'exp'`` or ``'cube'``.
       alpha: logcosh constant.
       n_valid: true row count (``None``: all rows).
-      key: ``jax.random`` key for the completions (``None``: key 0).
+      key: ``jax.random`` key (typed or raw ``uint32``) seeding the random completions
+        (``None``: key 0).
       n_seeds: seeds per round (default ``3 k``, at most ``n_valid``).
       steps: one-unit updates per seed.
       max_rounds: most rounds.
@@ -163,8 +164,10 @@ def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alp
     count = jnp.asarray(n, jnp.int32)
     alpha_j = jnp.asarray(alpha, dtype)
     n_seeds = min(3 * k if n_seeds is None else int(n_seeds), n)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(
-        jax.random.key(0) if key is None else key)).ravel())
+    key = jax.random.key(0) if key is None else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):   # a raw uint32 key is used as it is
+        key = jax.random.key_data(key)
+    rng = np.random.default_rng(np.asarray(key).ravel())
     gauss = gaussian_contrast_mean(fun, float(alpha))
     sign = -1.0 if fun == "cube" else 1.0          # 'cube' maximises E[G], the others minimise
 
