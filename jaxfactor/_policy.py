@@ -486,15 +486,19 @@ def choose_sca_acceleration(acceleration: str, varimax_start: str) -> str:
     a stationary point (``'converged'``), which makes the outer map a function of its
     input: 85 -> 29 iterations at 10000 x 2048 x 20 and 133 -> 59 at 10000 x 16384 x 50
     (``reduced_rank='auto'``), 0.007 and 0.002 degrees from the plain loop's answer;
-    ``'none'`` for the fixed ten warm steps (``'previous'``), which do not use it.
+    ``'none'`` for the fixed ten warm steps (``'previous'``), whatever is asked: that
+    loop does not mix.
 
     Args:
       acceleration: ``'auto'``, ``'anderson'`` or ``'none'``.
-      varimax_start: ``'identity'``, ``'previous'`` or ``'converged'``.
+      varimax_start: ``'identity'``, ``'previous'`` or ``'converged'`` (pass
+        ``'identity'`` when the rotation is not varimax: no warm start then).
 
     Returns:
       ``'anderson'`` or ``'none'``.
     """
+    if varimax_start == "previous":
+        return "none"                  # the ten fixed warm steps are never mixed
     if acceleration != "auto":
         return acceleration
-    return "anderson" if varimax_start in ("identity", "converged") else "none"
+    return "anderson"

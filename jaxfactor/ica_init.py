@@ -26,6 +26,7 @@ class ReseedResult(NamedTuple):
     Attributes:
       w_init: ``(k, k)`` orthogonal start of the best round.
       result: what ``refine(w_init)`` returned for it (e.g. an ``ICAResult``).
+      criteria: the :class:`jaxfactor.picard.ICACriteria` of ``result.w``.
       objectives: ``(rounds,)`` float64, the objective ``E[sum_i G(y_i)]`` after each
         round's refinement.
       n_refine_iter: iterations the refinements ran over all rounds.
@@ -33,6 +34,7 @@ class ReseedResult(NamedTuple):
 
     w_init: np.ndarray
     result: object
+    criteria: object
     objectives: np.ndarray
     n_refine_iter: int
 
@@ -102,7 +104,7 @@ def _distinct(w, order, limit, max_cos):
 def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alpha=1.0,
                 n_valid=None, key: jax.Array | None = None, n_seeds: int | None = None,
                 steps: int = 40, max_rounds: int = 8, rtol: float = 1e-4, patience: int = 2,
-                max_cos: float = 0.5) -> ReseedResult:
+                max_cos: float = 0.5, decorrelation: str = "eigh") -> ReseedResult:
     """A start for ICA at many components: rounds of data-point seeds, refined.
 
     Each round (``kept``: the rows carried over, none at first):
@@ -143,6 +145,8 @@ def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alp
       rtol: relative objective improvement that counts as progress.
       patience: rounds in a row without progress after which the rounds stop.
       max_cos: largest ``|cos|`` between two rows picked in one round.
+      decorrelation: ``'eigh'`` or ``'newton-schulz'``, for the fixed-point change in
+        the criteria (:func:`jaxfactor.picard.ica_criteria`).
 
     Returns:
       :class:`ReseedResult`.
@@ -199,12 +203,13 @@ def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alp
         w0 = np.concatenate([kept, new, fill])
         result = refine(jnp.asarray(w0, dtype))
         n_refine += int(result.n_iter)
-        objective = float(ica_criteria(white, result.w, fun=fun, alpha=alpha,
-                                       n_valid=count).objective)
+        criteria = ica_criteria(white, result.w, fun=fun, alpha=alpha, n_valid=count,
+                                decorrelation=decorrelation)
+        objective = float(criteria.objective)
         objectives.append(objective)
-        improved = best is None or sign * objective < sign * best[2] - rtol * abs(best[2])
-        if best is None or sign * objective < sign * best[2]:
-            best = (w0, result, objective)
+        improved = best is None or sign * objective < sign * best[3] - rtol * abs(best[3])
+        if best is None or sign * objective < sign * best[3]:
+            best = (w0, result, criteria, objective)
         stale = 0 if improved else stale + 1
         if stale >= patience:
             break
@@ -214,5 +219,5 @@ def reseed_init(white: jax.Array, refine: Callable, *, fun: str = "logcosh", alp
         if len(kept):                                        # orthonormal to float64 rounding
             u, _, vt = np.linalg.svd(kept, full_matrices=False)
             kept = u @ vt
-    return ReseedResult(best[0].astype(np.dtype(dtype)), best[1], np.asarray(objectives),
-                        n_refine)
+    return ReseedResult(best[0].astype(np.dtype(dtype)), best[1], best[2],
+                        np.asarray(objectives), n_refine)

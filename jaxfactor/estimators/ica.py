@@ -463,14 +463,12 @@ class FastICA(Factorizer):
             def refine(w0):
                 return fastica(white, w_init=w0, algorithm=algorithm, **kw)
         out = reseed_init(white, refine, fun=self.fun, alpha=kw["alpha"], n_valid=n,
-                          key=key_init)
+                          key=key_init, decorrelation=kw["decorrelation"])
         self.reseed_objectives_ = out.objectives
-        result = out.result
         if algorithm == "picard":
-            self._stalled = bool(result.stalled)
-            return result, result
-        return result, ica_criteria(white, result.w, fun=self.fun, alpha=kw["alpha"],
-                                    n_valid=n, decorrelation=kw["decorrelation"])
+            self._stalled = bool(out.result.stalled)
+            return out.result, out.result
+        return out.result, out.criteria
 
     def _fit_restarts(self, white, w_user, key_init, k, n, algorithm, kw):
         """``n_restarts``: the best of ``R`` seeded full-data runs, and the

@@ -183,9 +183,8 @@ class SCA(Factorizer):
         solver = ("streaming" if source is not None else "randomized" if rank is not None
                   else choose_svd_solver(self.svd_solver, n, p, k, True))
         precision = choose_rotation_precision(self.rotation_precision, n, p, float(self.tol), dtype)
-        acceleration = choose_sca_acceleration(self.acceleration, self.varimax_start)
-        if self.rotate == "varimax" and self.varimax_start == "previous":
-            acceleration = "none"          # the ten fixed warm steps are not mixed
+        acceleration = choose_sca_acceleration(
+            self.acceleration, self.varimax_start if self.rotate == "varimax" else "identity")
         common = dict(key=key, gamma=gamma, tol=float(self.tol), max_iter=int(self.max_iter),
                       rotate=self.rotate, varimax_start=self.varimax_start,
                       stop_rule=self.stop_rule, rotation_precision=precision,
