@@ -48,11 +48,11 @@ QUICK = {
     "c_fastgan_init_random": dict(n=2000, p=4096, k=50),
 }
 METHODS = {
-    "a_fastgan_conv1": ["jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
+    "a_fastgan_conv1": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
                         "sklearn_randomized", "sklearn_full"],
     "b_stylegan_w": ["jaxfactor_full", "jaxfactor_adaptive", "jaxfactor_krylov", "sklearn_randomized",
                      "sklearn_covariance_eigh", "sklearn_full"],
-    "c_fastgan_init_random": ["jaxfactor_adaptive", "jaxfactor_adaptive_tol=1e-2", "jaxfactor_adaptive_tol=1e-3",
+    "c_fastgan_init_random": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive", "jaxfactor_adaptive_tol=1e-2", "jaxfactor_adaptive_tol=1e-3",
                               "jaxfactor_krylov", "sklearn_randomized", "sklearn_full"],
 }
 
@@ -72,7 +72,8 @@ def fit_once(method, x, k):
 
         method, _, tol = method.partition("_tol=")
         solver = {"jaxfactor_full": "full", "jaxfactor_streaming": "streaming"}.get(method, "randomized")
-        kind = {"jaxfactor_subspace": "subspace", "jaxfactor_adaptive": "adaptive"}.get(method, "krylov")
+        kind = {"jaxfactor_subspace": "subspace", "jaxfactor_adaptive": "adaptive",
+                "jaxfactor_adaptive_krylov": "adaptive_krylov"}.get(method, "krylov")
         pca = jaxfactor.PCA(k, solver=solver, method=kind, random_state=0, block_rows=2048,
                             tol=float(tol) if tol else ADAPTIVE_TOL)
         pca.fit(x)
@@ -80,6 +81,11 @@ def fit_once(method, x, k):
         n, p = x.shape
         if solver == "full":
             flops = 2.0 * n * p * p
+        elif kind == "adaptive_krylov":
+            from jaxfactor._policy import krylov_adaptive_block
+
+            # every pass b columns wide but the last, k wide
+            flops = 2.0 * n * p * (krylov_adaptive_block(k, n, p) * (pca.n_passes_ - 1) + k)
         elif kind == "adaptive":
             from jaxfactor._policy import adaptive_width
 

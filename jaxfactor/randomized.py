@@ -61,7 +61,8 @@ import jax
 import jax.numpy as jnp
 
 from . import accumulate
-from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_TOL, RangeParams, adaptive_min_iter,
+from ._policy import (ADAPTIVE_MAX_ITER, ADAPTIVE_TOL, KRYLOV_MIN_DEPTH, RangeParams,
+                      adaptive_min_iter, krylov_adaptive_block, krylov_adaptive_max_depth,
                       adaptive_width, keep_transpose, platform_of, range_params)
 from ._linalg import full_float32, orthonormalize, svd_flip
 from .sharding import replicated
@@ -274,9 +275,16 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         shifted power steps, Feng et al. 2024) on ``k + n_oversamples`` columns
         (default ``k + max(10, k // 2)``), run until the a-posteriori estimate of
         the relative shortfall of the captured variance is below ``tol`` (after
-        at least :func:`jaxfactor._policy.adaptive_min_iter` steps).
+        at least :func:`jaxfactor._policy.adaptive_min_iter` steps), or
+        ``'adaptive_krylov'``: block Krylov grown block by block (``block_size``,
+        default ``ceil((k + 10) / 2)``) until the same estimate, from the Ritz values of
+        the basis so far, is below ``tol`` (after at least
+        :data:`jaxfactor._policy.KRYLOV_MIN_DEPTH` blocks, at most ``max_iter``,
+        default :data:`jaxfactor._policy.KRYLOV_MAX_DEPTH`); see
+        :func:`_adaptive_krylov_svd`.
       n_oversamples, n_iter, block_size: range-finder sizes, defaults from
-        :func:`range_params` (``'adaptive'`` uses ``n_oversamples`` only).
+        :func:`range_params` (``'adaptive'`` uses ``n_oversamples`` only,
+        ``'adaptive_krylov'`` ``block_size`` only).
       center: subtract column means implicitly.
       compute_u: also return ``U`` (``(n, k)``); otherwise ``u`` is ``None``.
       precision: operand precision of the products with ``X``: ``'float32'``
@@ -284,15 +292,16 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
         accumulation; see the module doc and
         :func:`jaxfactor.accumulate.matmul`). ``'bf16'`` keeps one
         ``(n, p)`` bfloat16 copy of the centred data.
-      tol: ``'adaptive'`` only: target relative shortfall of the captured
-        variance ``1 - sum_k s_i^2 / sum_k sigma_i^2`` (default
+      tol: ``'adaptive'`` and ``'adaptive_krylov'`` only: target relative shortfall
+        of the captured variance ``1 - sum_k s_i^2 / sum_k sigma_i^2`` (default
         :data:`jaxfactor._policy.ADAPTIVE_TOL`).
-      max_iter: ``'adaptive'`` only: most shifted power steps (default 100).
+      max_iter: ``'adaptive'``: most shifted power steps (default 100);
+        ``'adaptive_krylov'``: most blocks.
 
     Returns:
       :class:`SVDResult` with ``s`` descending and signs fixed by
       :func:`~jaxfactor._linalg.svd_flip`; :class:`AdaptiveSVDResult` (also
-      ``n_passes``, ``error``, ``n_iter``) for ``'adaptive'``.
+      ``n_passes``, ``error``, ``n_iter``: steps or blocks) for the adaptive methods.
 
     Raises:
       ValueError: unknown ``method`` or ``precision``.
@@ -309,6 +318,12 @@ def randomized_svd(x: jax.Array, n_components: int, *, key: jax.Array,
     """
     n, p = x.shape
     accumulate.check_precision(precision)
+    if method == "adaptive_krylov":
+        b = krylov_adaptive_block(n_components, n, p, block_size)
+        depth = krylov_adaptive_max_depth(n_components, b, n, p, max_iter)
+        return _adaptive_krylov_svd(x, key, ADAPTIVE_TOL if tol is None else tol, n_components,
+                                    b, depth, min(KRYLOV_MIN_DEPTH, depth), center, compute_u,
+                                    precision, _transposed_copy(x, precision))
     if method == "adaptive":
         width = adaptive_width(n_components, n, p, n_oversamples)
         max_iter = ADAPTIVE_MAX_ITER if max_iter is None else max_iter
@@ -396,6 +411,95 @@ def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
     q, _, _, it, _, err = jax.lax.while_loop(cond, body, state)
     u, s, vt = _rayleigh_ritz(x, fold_mean, q, k, compute_u, precision, dtype)
     return AdaptiveSVDResult(u, s, vt, mean, 2 * it + 3, err, it)
+
+
+def _rising_sum(total, new_total, change, dtype):
+    """The relative increase of a Ritz sum and the shortfall estimate from the last two."""
+    inf = jnp.asarray(jnp.inf, dtype)
+    new_change = jnp.where(jnp.isfinite(total), jnp.abs(new_total - total)
+                           / jnp.maximum(new_total, jnp.finfo(dtype).tiny), inf)
+    err = jnp.where(jnp.isfinite(change), _shortfall_estimate(new_change, change), inf)
+    return new_change, err
+
+
+@partial(jax.jit, static_argnames=("n_components", "block", "max_depth", "min_depth", "center",
+                                   "compute_u", "precision"))
+def _adaptive_krylov_svd(x, key, tol, n_components, block, max_depth, min_depth, center,
+                         compute_u, precision="float32", xt=None):
+    """Block Krylov, as deep as the accuracy asks (``method='adaptive_krylov'``).
+
+    Blocks ``Q_0 = orth(A Omega)``, ``Q_{j+1} = orth(A Q_j - projections)`` (``A =
+    X_c^T X_c``, ``b`` columns each) fill a preallocated ``(p, max_depth b)`` basis.
+    After block ``j`` the products ``Q_{0..j}^T A Q_j`` complete the Rayleigh
+    quotient ``H`` of the basis so far: its top ``k`` eigenvalues are the Ritz
+    values, whose sum is the variance the Ritz subspace captures (``||X_c V||_F^2``,
+    exactly, for the Rayleigh-Ritz vectors ``V``). The relative increase of that
+    sum from one block to the next, extrapolated geometrically
+    (:func:`_shortfall_estimate`, as the shifted subspace iteration), estimates the
+    shortfall still missing; the iteration stops at the first block, from
+    ``min_depth`` on, whose estimate is at most ``tol``, or at ``max_depth``. The
+    top-``k`` Ritz vectors of ``H`` then go through one pass of ``k`` columns
+    (the thin SVD of ``X_c V``) for the singular values and vectors at the SVD's
+    accuracy, as :func:`_krylov_normal_ritz`. Each deeper block is the false branch
+    of a ``lax.cond`` nested in the last (shapes stay static: the basis and ``H``
+    grow by a block in each branch, nothing is preallocated at the largest depth);
+    the eigenvalues are computed only from ``min_depth - 2`` on, where an estimate
+    can stop the loop.
+    Passes: ``2 (depth + 1) + 1`` (``+ 1`` for ``U``).
+    """
+    n, p = x.shape
+    k, b = n_components, block
+    dtype = x.dtype
+    mean = jnp.mean(x, axis=0) if center else jnp.zeros((p,), dtype)
+    fold = mean if center else None
+
+    def apply_x(z):
+        return accumulate.centred_matmul(x, fold, z, precision).astype(dtype)
+
+    def apply_normal(z):
+        return _rmatmul(x, xt, fold, apply_x(z), precision).astype(dtype)
+
+    inf = jnp.asarray(jnp.inf, dtype)
+
+    def level(j, basis, h, total, change):
+        # basis: (p, (j + 1) b), block j last; h: the Rayleigh quotient of blocks < j
+        m = (j + 1) * b
+        w = apply_normal(basis[:, j * b:])
+        col = basis.T @ w                                 # Q_i^T A Q_j, i <= j
+        h = col[j * b:] if j == 0 else jnp.block([[h, col[:j * b]], [col[:j * b].T, col[j * b:]]])
+        h = 0.5 * (h + h.T)
+        err = inf
+        stop = False
+        if m >= k and j + 3 >= min_depth:
+            new_total = jnp.sum(jnp.linalg.eigvalsh(h)[::-1][:k])
+            change, err = _rising_sum(total, new_total, change, dtype)
+            total = new_total
+            stop = (err <= tol) & (j + 1 >= min_depth)
+
+        def finish():
+            _, v = jnp.linalg.eigh(h)
+            return basis @ v[:, ::-1][:, :k], err, jnp.asarray(j + 1, jnp.int32)
+
+        if j == max_depth - 1:
+            return finish()
+
+        def deeper():
+            return level(j + 1, _extend_basis(basis, w), h, total, change)
+
+        if stop is False:
+            return deeper()
+        return jax.lax.cond(stop, finish, deeper)
+
+    q0 = _extend_basis(None, apply_normal(jax.random.normal(key, (p, b), dtype)))
+    top, err, depth = level(0, q0, None, -inf, inf)
+    y = apply_x(top)
+    if compute_u:
+        q_n, r = jnp.linalg.qr(y, mode="reduced")
+    else:
+        r = jnp.linalg.qr(y, mode="r")
+    u_r, s, vt = _ritz(r, top, k)
+    u, vt = svd_flip(q_n @ u_r if compute_u else None, vt)
+    return AdaptiveSVDResult(u, s, vt, mean, 2 * depth + 3, err, depth)
 
 
 # ------------------------------------------------------------------ streaming

@@ -9,7 +9,8 @@ import numpy as np
 from .. import _params as P
 from .. import _validation as V
 from .._base import Factorizer
-from .._policy import ADAPTIVE_TOL, SOLVERS, Plan, choose_svd_solver, platform_of, range_method_of
+from .._policy import (ADAPTIVE_METHODS, ADAPTIVE_TOL, SOLVERS, Plan, choose_svd_solver, platform_of,
+                       range_method_of)
 from ..accumulate import PRECISIONS
 from ..pca import PCAResult, _finish, inverse_transform, pca_full
 from ..randomized import randomized_svd, randomized_svd_source, range_params
@@ -109,7 +110,7 @@ class PCA(Factorizer):
         "n_components": [*P.SHARED["n_components"], P.Interval(float, 0, 1, closed="neither")],
         "solver": [P.Options(*SOLVERS)],
         "whiten": [P.InstanceOf(bool, np.bool_, name="a bool")],
-        "method": [P.Options("auto", "adaptive", "krylov", "subspace")],
+        "method": [P.Options("auto", "adaptive", "adaptive_krylov", "krylov", "subspace")],
         "precision": [P.Options(*PRECISIONS)],
     }
 
@@ -148,12 +149,12 @@ class PCA(Factorizer):
                           res.total_variance, k, rank)
         else:
             method, _ = range_method_of(solver, self.method, self.n_iter)
-            if method == "adaptive" and solver == "streaming":
-                raise ValueError("method='adaptive' runs in memory only; use method='krylov' or "
+            if method in ADAPTIVE_METHODS and solver == "streaming":
+                raise ValueError(f"method={method!r} runs in memory only; use method='krylov' or "
                                  "'subspace' with solver='streaming'")
             kw = dict(key=key, method=method, n_oversamples=self.n_oversamples,
                       n_iter=self.n_iter, block_size=self.block_size, precision=self.precision)
-            if method == "adaptive":
+            if method in ADAPTIVE_METHODS:
                 kw.update(tol=self.tol, n_iter=None)
             if solver == "randomized":
                 svd = randomized_svd(arr, k, center=True, compute_u=False, **kw)
