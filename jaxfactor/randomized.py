@@ -400,11 +400,10 @@ def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
         q, total, alpha, it, change, _ = state
         bq = apply_normal(q)
         new_total, smallest = ritz_sum(q, bq)
-        new_change = jnp.abs(new_total - total) / jnp.maximum(new_total, jnp.finfo(dtype).tiny)
-        err = jnp.where(jnp.isfinite(change), _shortfall_estimate(new_change, change), inf)
+        new_change, err = _rising_sum(total, new_total, change, dtype)
         alpha = jnp.maximum(alpha, 0.5 * smallest)
         q = orthonormalize(bq - alpha * q)
-        return q, new_total, alpha, it + 1, jnp.where(jnp.isfinite(total), new_change, inf), err
+        return q, new_total, alpha, it + 1, new_change, err
 
     zero = jnp.zeros((), dtype)
     state = (q, -inf, zero, jnp.zeros((), jnp.int32), inf, inf)
@@ -414,7 +413,8 @@ def _adaptive_svd(x, key, tol, max_iter, n_components, width, center, compute_u,
 
 
 def _rising_sum(total, new_total, change, dtype):
-    """The relative increase of a Ritz sum and the shortfall estimate from the last two."""
+    """The relative increase of a Ritz sum (infinite while there is no previous sum) and
+    the shortfall estimate from the last two increases (infinite until there are two)."""
     inf = jnp.asarray(jnp.inf, dtype)
     new_change = jnp.where(jnp.isfinite(total), jnp.abs(new_total - total)
                            / jnp.maximum(new_total, jnp.finfo(dtype).tiny), inf)
@@ -429,8 +429,7 @@ def _adaptive_krylov_svd(x, key, tol, n_components, block, max_depth, min_depth,
     """Block Krylov, as deep as the accuracy asks (``method='adaptive_krylov'``).
 
     Blocks ``Q_0 = orth(A Omega)``, ``Q_{j+1} = orth(A Q_j - projections)`` (``A =
-    X_c^T X_c``, ``b`` columns each) fill a preallocated ``(p, max_depth b)`` basis.
-    After block ``j`` the products ``Q_{0..j}^T A Q_j`` complete the Rayleigh
+    X_c^T X_c``, ``b`` columns each, :func:`_extend_basis`) make the basis. After block ``j`` the products ``Q_{0..j}^T A Q_j`` complete the Rayleigh
     quotient ``H`` of the basis so far: its top ``k`` eigenvalues are the Ritz
     values, whose sum is the variance the Ritz subspace captures (``||X_c V||_F^2``,
     exactly, for the Rayleigh-Ritz vectors ``V``). The relative increase of that
@@ -440,7 +439,7 @@ def _adaptive_krylov_svd(x, key, tol, n_components, block, max_depth, min_depth,
     ``min_depth`` on, whose estimate is at most ``tol``, or at ``max_depth``. The
     top-``k`` Ritz vectors of ``H`` then go through one pass of ``k`` columns
     (the thin SVD of ``X_c V``) for the singular values and vectors at the SVD's
-    accuracy, as :func:`_krylov_normal_ritz`. Each deeper block is the false branch
+    accuracy (:func:`_rayleigh_ritz`, as :func:`_krylov_normal_ritz`). Each deeper block is the false branch
     of a ``lax.cond`` nested in the last (shapes stay static: the basis and ``H``
     grow by a block in each branch, nothing is preallocated at the largest depth);
     the eigenvalues are computed only from ``min_depth - 2`` on, where an estimate
@@ -492,13 +491,7 @@ def _adaptive_krylov_svd(x, key, tol, n_components, block, max_depth, min_depth,
 
     q0 = _extend_basis(None, apply_normal(jax.random.normal(key, (p, b), dtype)))
     top, err, depth = level(0, q0, None, -inf, inf)
-    y = apply_x(top)
-    if compute_u:
-        q_n, r = jnp.linalg.qr(y, mode="reduced")
-    else:
-        r = jnp.linalg.qr(y, mode="r")
-    u_r, s, vt = _ritz(r, top, k)
-    u, vt = svd_flip(q_n @ u_r if compute_u else None, vt)
+    u, s, vt = _rayleigh_ritz(x, fold, top, k, compute_u, precision, dtype)
     return AdaptiveSVDResult(u, s, vt, mean, 2 * depth + 3, err, depth)
 
 
