@@ -48,11 +48,11 @@ QUICK = {
     "c_fastgan_init_random": dict(n=2000, p=4096, k=50),
 }
 METHODS = {
-    "a_fastgan_conv1": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
+    "a_fastgan_conv1": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive_krylov_bf16", "jaxfactor_adaptive", "jaxfactor_krylov", "jaxfactor_subspace", "jaxfactor_streaming",
                         "sklearn_randomized", "sklearn_full"],
     "b_stylegan_w": ["jaxfactor_full", "jaxfactor_adaptive", "jaxfactor_krylov", "sklearn_randomized",
                      "sklearn_covariance_eigh", "sklearn_full"],
-    "c_fastgan_init_random": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive", "jaxfactor_adaptive_tol=1e-2", "jaxfactor_adaptive_tol=1e-3",
+    "c_fastgan_init_random": ["jaxfactor_adaptive_krylov", "jaxfactor_adaptive_krylov_bf16", "jaxfactor_adaptive", "jaxfactor_adaptive_tol=1e-2", "jaxfactor_adaptive_tol=1e-3",
                               "jaxfactor_krylov", "sklearn_randomized", "sklearn_full"],
 }
 
@@ -71,11 +71,13 @@ def fit_once(method, x, k):
         from jaxfactor.randomized import range_params
 
         method, _, tol = method.partition("_tol=")
+        method, bf16, _ = method.partition("_bf16")
+        precision = "bf16" if bf16 else "float32"
         solver = {"jaxfactor_full": "full", "jaxfactor_streaming": "streaming"}.get(method, "randomized")
         kind = {"jaxfactor_subspace": "subspace", "jaxfactor_adaptive": "adaptive",
                 "jaxfactor_adaptive_krylov": "adaptive_krylov"}.get(method, "krylov")
         pca = jaxfactor.PCA(k, solver=solver, method=kind, random_state=0, block_rows=2048,
-                            tol=float(tol) if tol else ADAPTIVE_TOL)
+                            tol=float(tol) if tol else ADAPTIVE_TOL, precision=precision)
         pca.fit(x)
         passes = getattr(pca, "n_passes_", None)
         n, p = x.shape

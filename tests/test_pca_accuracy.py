@@ -153,3 +153,23 @@ def test_adaptive_krylov_refuses_components_its_blocks_cannot_hold():
     assert krylov_adaptive_max_depth(100, 55, 10000, 16384, max_iter=3) == 3
     with pytest.raises(ValueError, match="cannot hold"):
         krylov_adaptive_max_depth(100, 55, 10000, 16384, max_iter=1)
+
+
+@pytest.mark.parametrize("kind", ["power", "flat"])
+def test_adaptive_krylov_bf16_basis_keeps_the_accuracy_and_a_float32_finish(rng, kind):
+    # the basis from bfloat16 products, the last pass (the SVD inside the Ritz subspace)
+    # from the float32 data: the factors are exact for the subspace found
+    x = _data(rng, kind)
+    res = randomized_svd(x, K, key=jax.random.key(0), method="adaptive_krylov", center=True,
+                         compute_u=True, precision="bf16")
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+    u, s, vt = (np.asarray(a, np.float64) for a in (res.u, res.s, res.vt))
+    eps = float(np.finfo(np.float32).eps)
+    assert np.abs(xc @ vt.T - u * s).max() < 1e3 * eps * s[0]
+    assert np.abs(vt @ vt.T - np.eye(K)).max() < 100 * eps
+    # bfloat16 rounding (2^-8) perturbs the subspace only at second order in the
+    # captured variance: as accurate as scikit-learn's float32 randomized PCA
+    theirs = SKPCA(K, svd_solver="randomized", random_state=0).fit(x)
+    mine, peer = _shortfall(x, vt), _shortfall(x, theirs.components_)
+    assert mine <= max(peer, _float32_floor(P)), (mine, peer)
+    assert mine <= ADAPTIVE_TOL + _float32_floor(P)
