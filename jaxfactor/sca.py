@@ -192,28 +192,29 @@ def _varimax_tol(tol, q, n_valid):
     return jnp.asarray(tol, q.dtype) / jnp.sqrt(jnp.asarray(m, q.dtype))
 
 
-def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64"):
+def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64", switch=None):
     """``varimax(q).rotated``, run in ``precision`` and returned in ``q``'s dtype.
 
     epca's tolerance sits at float32's epsilon (``1e-5 / sqrt(10^4) = 1e-7`` relative
     on the criterion), which float32 cannot resolve: its stopping step, and so the
     rotation, then jitter from call to call. ``'float64'``: the decisions in float64,
-    the steps before the last few in float32 (:func:`jaxfactor._linalg.varimax_epca`).
+    the steps before the last few in float32 (:func:`jaxfactor._linalg.varimax_epca`; ``switch``:
+    its growth threshold for leaving float32, default the rounding bound of ``q``'s dtype).
     """
     if precision == "float32":
         return varimax(q, tol, max_iter, init=init, n_valid=n_valid).rotated
-    return varimax_epca(q, tol, max_iter, init=init, n_valid=n_valid).rotated
+    return varimax_epca(q, tol, max_iter, init=init, n_valid=n_valid, switch=switch).rotated
 
 
 def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None,
-                   tol=1e-5, precision="float64", warm="previous"):
+                   tol=1e-5, precision="float64", warm="previous", switch=None):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``;
     with ``previous``, varimax starts from the rotation aligning ``q`` with it and takes
     ``_WARM_STEPS`` of R's steps (``warm='previous'``) or runs to a stationary point
     (``warm='converged'``, :func:`jaxfactor._linalg.varimax_bb`)."""
     if rotate == "varimax" and previous is None:
         q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
-                     precision=precision)
+                     precision=precision, switch=switch)
     elif rotate == "varimax":
         start = polar_small_svd(q.T @ previous)
         if warm == "converged":
@@ -562,11 +563,17 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
     ``p = 16384, k = 50`` 52.8 s instead of 74.9 s, same answers.
     """
     dtype = y0.dtype
-    # First step as the reference: varimax from I on both sides.
+    # First step as the reference: varimax from I on both sides. With each warm varimax
+    # run to a stationary point this step is only the start: its R steps stay in float32
+    # while their growth exceeds 16 tolerances (float32 resolves that; the default
+    # bound, 8 sqrt(m) eps_32, sent 900 of the 1000 steps at p = 16384, k = 50 to float64)
     z0 = sides.lift(polar_small_svd(sides.reduce(y0)))
     rot = dict(rotate="varimax", tol=tol, precision=opts.rotation_precision)
-    z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot)
-    y1 = _rotate_shrink(polar_small_svd(sides.apply_t(z1)), gamma, **rot)
+    start_only = opts.varimax_start == "converged"
+    z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot,
+                        switch=16 * _varimax_tol(tol, z0, n_valid) if start_only else None)
+    y1 = _rotate_shrink(polar_small_svd(sides.apply_t(z1)), gamma, **rot,
+                        switch=16 * _varimax_tol(tol, y0, None) if start_only else None)
     y1, coords1 = _order_by(y1, sides.reduce(y1))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
 
