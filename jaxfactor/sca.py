@@ -84,9 +84,9 @@ _VARIMAX_MAX_ITER = 1000
 # warm-started varimax: a fixed number of steps a call keeps the outer map smooth
 # (a tolerance made it stall; docs/sca_notes.md)
 _WARM_STEPS = 10
-# varimax_start='converged': each warm varimax by Barzilai-Borwein ascent to this relative
-# stationarity (float32 resolves it; 1e-5 left the outer change at a 3e-5 floor at
-# p = 16384, k = 50) within this many criterion evaluations
+# varimax_start='converged': each warm varimax by Barzilai-Borwein ascent (in float64) to
+# this relative stationarity (1e-5 left the outer change at a 3e-5 floor at p = 16384,
+# k = 50) within this many criterion evaluations
 _CONVERGED_RTOL = 1e-6
 _CONVERGED_MAX_EVALS = 500
 
@@ -141,8 +141,12 @@ def flip_skewness(a: jax.Array) -> jax.Array:
       >>> flip_skewness(jnp.array([[-2.0, 1.0], [1.0, 1.0]])).tolist()
       [[2.0, 1.0], [-1.0, 1.0]]
     """
-    skew = jnp.sum(a ** 3, axis=0)
-    return a * jnp.where(skew < 0, -1, 1).astype(a.dtype)[None, :]
+    return a * _skew_signs(a)[None, :]
+
+
+def _skew_signs(a):
+    """``(k,)`` signs, ``sign(sum_i a_ij^3)`` (``+1`` for 0), in ``a``'s dtype."""
+    return jnp.where(jnp.sum(a ** 3, axis=0) < 0, -1, 1).astype(a.dtype)
 
 
 def prs(a: jax.Array, budget=None, *, rotate: str = "varimax",
@@ -207,22 +211,30 @@ def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64", 
 
 
 def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None,
-                   tol=1e-5, precision="float64", warm="previous", switch=None):
+                   tol=1e-5, precision="float64", warm="previous", switch=None, flip=True):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``;
     with ``previous``, varimax starts from the rotation aligning ``q`` with it and takes
     ``_WARM_STEPS`` of R's steps (``warm='previous'``) or runs to a stationary point
-    (``warm='converged'``, :func:`jaxfactor._linalg.varimax_bb`)."""
+    (``warm='converged'``, :func:`jaxfactor._linalg.varimax_bb`). ``flip=False`` keeps
+    the signs the rotation gives (the warm start carries the previous iterate's)."""
     if rotate == "varimax" and previous is None:
         q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
                      precision=precision, switch=switch)
     elif rotate == "varimax":
         start = polar_small_svd(q.T @ previous)
         if warm == "converged":
-            q = varimax_bb(q, _CONVERGED_RTOL, _CONVERGED_MAX_EVALS, init=start,
-                           n_valid=n_valid).rotated
+            # in float64: float32 rounding of the criterion's gradient moved each stationary
+            # point found by ~1e-6, and epca's rule sums k columns' changes, so at k = 50 the
+            # outer change sat at 1.5-6e-5 against tol 1e-5 (p = 4096: 5 of 6 seeds stalled
+            # at 1000 iterations; with this, the two rerun converged in 261 and 566)
+            with jax.enable_x64(True):
+                wide = jnp.float64
+                q = varimax_bb(q.astype(wide), _CONVERGED_RTOL, _CONVERGED_MAX_EVALS,
+                               init=start.astype(wide), n_valid=n_valid).rotated.astype(q.dtype)
         else:
             q = varimax(q, 0.0, _WARM_STEPS, init=start, n_valid=n_valid).rotated
-    q = flip_skewness(q)
+    if flip:
+        q = flip_skewness(q)
     if budget is not None:
         q = project_l1_ball(q, budget, method="active_set")
     return q
@@ -583,8 +595,11 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
     def step(s):
         w = polar_small_svd(s.xy)
         z = sides.lift(w)
+        # signs carried over from the previous iterate, not re-chosen by skewness: a
+        # column of near-zero skewness (|sum y^3| / sum |y|^3 = 0.003 at p = 16384,
+        # k = 50) flipped every few iterations, a change of about 0.3 each time
         y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y,
-                           warm=opts.varimax_start)
+                           warm=opts.varimax_start, flip=False)
         y, coords = _order_by(y, sides.reduce(y))
         change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
                              _matched_change(y, s.y, opts.stop_rule))
@@ -600,6 +615,8 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
         state = _anderson_loop(step, sides.reduce, init.i, y1, coords1, z0, tol, max_iter)
     else:
         state = jax.lax.while_loop(cond, body, init)
+    signs = _skew_signs(state.y)            # the canonical signs, once, at the end
+    state = state._replace(y=state.y * signs, xy=state.xy * signs[None, :])
     xy = sides.lift(state.xy)
     q = sides.lift(polar_small_svd(state.xy))
     z = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER,
