@@ -211,15 +211,19 @@ def _varimax(q, tol, max_iter, *, init=None, n_valid=None, precision="float64", 
 
 
 def _rotate_shrink(q: jax.Array, budget, *, rotate: str, previous=None, n_valid=None,
-                   tol=1e-5, precision="float64", warm="previous", switch=None, flip=True):
+                   tol=1e-5, precision="float64", warm="previous", coarse=False, flip=True):
     """The rotate-flip-shrink part of :func:`prs` on an orthonormal ``(m, k)`` ``q``;
     with ``previous``, varimax starts from the rotation aligning ``q`` with it and takes
     ``_WARM_STEPS`` of R's steps (``warm='previous'``) or runs to a stationary point
     (``warm='converged'``, :func:`jaxfactor._linalg.varimax_bb`). ``flip=False`` keeps
-    the signs the rotation gives (the warm start carries the previous iterate's)."""
+    the signs the rotation gives (the warm start carries the previous iterate's).
+    ``coarse=True`` (a rotation that is only a start): from ``I``, R's steps stay in
+    float32 while their growth exceeds 16 tolerances, the tolerance term of
+    :func:`jaxfactor._linalg.varimax_switch` without its rounding bound."""
     if rotate == "varimax" and previous is None:
-        q = _varimax(q, _varimax_tol(tol, q, n_valid), _VARIMAX_MAX_ITER, n_valid=n_valid,
-                     precision=precision, switch=switch)
+        vtol = _varimax_tol(tol, q, n_valid)
+        q = _varimax(q, vtol, _VARIMAX_MAX_ITER, n_valid=n_valid, precision=precision,
+                     switch=16 * vtol if coarse else None)
     elif rotate == "varimax":
         start = polar_small_svd(q.T @ previous)
         if warm == "converged":
@@ -264,7 +268,7 @@ def _unit_columns(a):
     return a / jnp.where(norms > 0, norms, 1)[None, :]
 
 
-def _matched_change(new: jax.Array, old: jax.Array, rule: str = "epca") -> jax.Array:
+def _matched_change(new: jax.Array, old: jax.Array, rule: str = "epca", match=None) -> jax.Array:
     """The change from ``old`` to ``new`` (both ``(m, k)``) the stopping rule tests.
 
     ``rule='epca'`` (epca's ``distance(old, new, "maximum")``): the columns scaled
@@ -274,12 +278,14 @@ def _matched_change(new: jax.Array, old: jax.Array, rule: str = "epca") -> jax.A
     that sum; this one maximises the summed cosines (a ``(k, k)`` product instead
     of ``m k^2`` differences). The two agree whenever the sum is below a tolerance
     well under the distance between distinct columns, so they stop at the same
-    iteration. ``rule='max_entry'``: :func:`_max_entry_change`.
+    iteration. ``match``: that assignment when the caller has it (``_matching(old, new)``).
+    ``rule='max_entry'``: :func:`_max_entry_change`.
     """
     if rule == "max_entry":
         return _max_entry_change(new, old)
     un, uo = _unit_columns(new), _unit_columns(old)
-    match = linear_assignment(-(uo.T @ un))
+    if match is None:
+        match = linear_assignment(-(uo.T @ un))
     return jnp.sum(jnp.max(jnp.abs(un[:, match] - uo), axis=0))
 
 
@@ -351,19 +357,28 @@ class _Options(NamedTuple):
     acceleration: str = "none"
 
 
+def _step_change(z, y, s, rule):
+    """The stopping rule's change from ``(s.z, s.y)`` to ``(z, y)`` and the matching
+    ``perm`` of ``y``'s columns to ``s.y``'s (``y[:, perm[j]]`` pairs ``s.y[:, j]``) that
+    epca's rule computed, for the Anderson history (``None`` under ``'max_entry'``)."""
+    perm = _matching(s.y, y) if rule == "epca" else None
+    change = jnp.maximum(_matched_change(z, s.z, rule),
+                         _matched_change(y, s.y, rule, match=perm))
+    return change, perm
+
+
 def _epca_step(sides: _Sides, s, gamma, opts: _Options, rot: dict, n_valid):
     """One step of epca's alternation from ``s.xy = X_c Y`` (``s.y``, ``s.z``: the last
-    sides, ``s.i``: the step): ``(z, y, X_c y, change)``, ``change`` by epca's rule over
-    both sides (infinite at the first step, which compares against the unrotated SVD
-    start)."""
+    sides, ``s.i``: the step): ``(z, y, X_c y, change, perm)``, ``change`` by epca's rule
+    over both sides (infinite at the first step, which compares against the unrotated SVD
+    start), ``perm`` as :func:`_step_change`."""
     # k sqrt(n) budget on the sample side: never binding
     z = _rotate_shrink(polar_small_svd(s.xy), None, n_valid=n_valid, **rot)
     z, xtz = _order_by(z, sides.apply_t(z))
     y = _rotate_shrink(polar_small_svd(xtz), gamma, **rot)
     y, xy = _order_by(y, sides.apply(y))
-    change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
-                         _matched_change(y, s.y, opts.stop_rule))
-    return z, y, xy, jnp.where(s.i == 0, jnp.inf, change)
+    change, perm = _step_change(z, y, s, opts.stop_rule)
+    return z, y, xy, jnp.where(s.i == 0, jnp.inf, change), perm
 
 
 def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
@@ -387,7 +402,7 @@ def _iterate(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_valid):
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z, y, xy, change = _epca_step(sides, s, gamma, opts, rot, n_valid)
+        z, y, xy, change, _ = _epca_step(sides, s, gamma, opts, rot, n_valid)
         return _LoopState(s.i + 1, y, xy, z, change)
 
     return jax.lax.while_loop(cond, body, init)
@@ -486,7 +501,7 @@ def _iterate_anderson(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n
 
 
 def _anderson_loop(step, coords_of, i0, y0, xy0, z0, tol, max_iter):
-    """The loop of :func:`_iterate_anderson` around ``step(s) -> (z, y, xy, change)``
+    """The loop of :func:`_iterate_anderson` around ``step(s) -> (z, y, xy, change, perm)``
     (``s.y``: the input, ``s.xy = coords_of(s.y)``, ``s.z``: the last sample side,
     ``s.i``: the iteration), from iteration ``i0``; returns a :class:`_LoopState`.
 
@@ -509,9 +524,10 @@ def _anderson_loop(step, coords_of, i0, y0, xy0, z0, tol, max_iter):
         return (s.i < max_iter) & (s.change > tol)
 
     def body(s):
-        z, y, xy, change = step(s)
+        z, y, xy, change, perm = step(s)
         # the output in the input's column order (columns may trade places)
-        perm = _matching(s.y, y)
+        if perm is None:
+            perm = _matching(s.y, y)
         f, xf = y[:, perm], xy[:, perm]
         r = f - s.y
         head = jnp.mod(s.head + 1, slots)
@@ -580,12 +596,10 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
     # while their growth exceeds 16 tolerances (float32 resolves that; the default
     # bound, 8 sqrt(m) eps_32, sent 900 of the 1000 steps at p = 16384, k = 50 to float64)
     z0 = sides.lift(polar_small_svd(sides.reduce(y0)))
-    rot = dict(rotate="varimax", tol=tol, precision=opts.rotation_precision)
-    start_only = opts.varimax_start == "converged"
-    z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot,
-                        switch=16 * _varimax_tol(tol, z0, n_valid) if start_only else None)
-    y1 = _rotate_shrink(polar_small_svd(sides.apply_t(z1)), gamma, **rot,
-                        switch=16 * _varimax_tol(tol, y0, None) if start_only else None)
+    rot = dict(rotate="varimax", tol=tol, precision=opts.rotation_precision,
+               coarse=opts.varimax_start == "converged")
+    z1 = _rotate_shrink(z0, None, n_valid=n_valid, **rot)
+    y1 = _rotate_shrink(polar_small_svd(sides.apply_t(z1)), gamma, **rot)
     y1, coords1 = _order_by(y1, sides.reduce(y1))
     init = _LoopState(jnp.ones((), jnp.int32), y1, coords1, z0, jnp.full((), jnp.inf, dtype))
 
@@ -601,12 +615,11 @@ def _iterate_warm(sides: _Sides, y0, gamma, tol, max_iter, opts: _Options, n_val
         y = _rotate_shrink(sides.polar_back(w), gamma, rotate="varimax", previous=s.y,
                            warm=opts.varimax_start, flip=False)
         y, coords = _order_by(y, sides.reduce(y))
-        change = jnp.maximum(_matched_change(z, s.z, opts.stop_rule),
-                             _matched_change(y, s.y, opts.stop_rule))
-        return z, y, coords, change
+        change, perm = _step_change(z, y, s, opts.stop_rule)
+        return z, y, coords, change, perm
 
     def body(s):
-        z, y, coords, change = step(s)
+        z, y, coords, change, _ = step(s)
         return _LoopState(s.i + 1, y, coords, z, change)
 
     if opts.acceleration == "anderson" and opts.varimax_start == "converged":
