@@ -538,8 +538,9 @@ def test_kernel_function_matches_estimator(rng):
     x, _ = planted_sparse(rng, support=8)
     import jax
 
-    res = sca(jnp.asarray(x), 3, key=jax.random.key(0), gamma=6.0)
     model = SCA(3, gamma=6.0).fit(x)
+    res = sca(jnp.asarray(x), 3, key=jax.random.key(0), gamma=6.0,
+              acceleration=model.acceleration_, rotation_precision=model.rotation_precision_)
     # the estimator runs this kernel with these arguments: the same program, bit for bit
     np.testing.assert_array_equal(np.asarray(res.loadings).T, model.components_)
     assert int(res.n_iter) == model.n_iter_ and bool(res.converged)
